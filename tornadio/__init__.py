@@ -1,0 +1,9 @@
+"""TornadIO: a Socket.IO 0.6 server for Tornado 6."""
+from tornadio.conn import ConnectionInfo, SocketConnection
+from tornadio.proto import DecodeError, EncodeError, ProtocolError
+from tornadio.router import get_router
+
+__version__ = "1.0.0"
+
+__all__ = ["SocketConnection", "ConnectionInfo", "get_router", "ProtocolError",
+           "DecodeError", "EncodeError", "__version__"]

@@ -1,0 +1,114 @@
+"""The user-facing connection class: subclass it and override the ``on_*`` hooks."""
+import logging
+from http.cookies import CookieError, SimpleCookie
+
+log = logging.getLogger("tornadio.conn")
+
+
+class ConnectionInfo:
+    """Facts about the request that opened the session, kept for its whole life.
+
+    Polling transports see many requests per session; authentication needs the
+    first one, so its remote address, headers, cookies and query arguments are
+    copied here whatever the transport.
+    """
+
+    __slots__ = ("remote_ip", "headers", "cookies", "arguments", "path", "host",
+                 "protocol", "transport")
+
+    def __init__(self, request, transport):
+        self.remote_ip = request.remote_ip
+        self.headers = request.headers.copy()
+        self.cookies = _parse_cookies(request.headers.get("Cookie", ""))
+        self.arguments = {name: [value.decode("utf-8", "replace") for value in values]
+                          for name, values in request.query_arguments.items()}
+        self.path = request.path
+        self.host = request.host
+        self.protocol = request.protocol
+        self.transport = transport
+
+    def get_argument(self, name, default=None):
+        """The last value of a query argument, as Tornado's ``get_argument`` does."""
+        values = self.arguments.get(name)
+        return values[-1] if values else default
+
+    def get_cookie(self, name, default=None):
+        return self.cookies.get(name, default)
+
+    def __repr__(self):
+        return "ConnectionInfo(remote_ip=%r, transport=%r, path=%r)" % (
+            self.remote_ip, self.transport, self.path)
+
+
+def _parse_cookies(header):
+    cookies = {}
+    if header:
+        try:
+            parsed = SimpleCookie()
+            parsed.load(header)
+            cookies = {name: morsel.value for name, morsel in parsed.items()}
+        except CookieError:
+            log.debug("unparseable Cookie header ignored")
+    return cookies
+
+
+class SocketConnection:
+    """One client, seen from the application.
+
+    Override :meth:`on_message` (required), and :meth:`on_open` and
+    :meth:`on_close` as needed. Messages of one client reach ``on_message`` in
+    order; when it is a coroutine the next message waits for it.
+    """
+
+    def __init__(self, session):
+        self.session = session
+
+    # -- hooks ---------------------------------------------------------------
+    def on_open(self, request, *args, **kwargs):
+        """The session was created by ``request``; return False to refuse it.
+
+        ``args``/``kwargs`` are the route's extra captures (``kwargs['extra']``).
+        """
+
+    def on_message(self, message):
+        """A message from the client: a ``str``, or the decoded JSON value."""
+        raise NotImplementedError("SocketConnection subclasses must define on_message")
+
+    def on_close(self):
+        """The session ended, for whatever reason. Called exactly once."""
+
+    # -- actions -------------------------------------------------------------
+    def send(self, message):
+        """Send a str as is, a list item by item, anything else as JSON.
+
+        Raises :class:`tornadio.proto.EncodeError` for values that would break
+        the client (NaN, sets, lone surrogates...). On a closed connection this
+        is a logged no-op.
+        """
+        if self.session.is_closed:
+            log.debug("send() on a closed connection ignored")
+            return
+        self.session.send(message)
+
+    def close(self):
+        """End the session; ``on_close`` runs, the client sees a disconnect."""
+        self.session.close()
+
+    # -- facts ---------------------------------------------------------------
+    @property
+    def is_closed(self):
+        return self.session.is_closed
+
+    @property
+    def session_id(self):
+        return self.session.id
+
+    @property
+    def transport(self):
+        """The transport name the client connected with, e.g. ``'websocket'``."""
+        return self.session.transport
+
+    @property
+    def info(self):
+        """:class:`ConnectionInfo` of the request that opened the session."""
+        return self.session.info

@@ -1,0 +1,81 @@
+"""Transports over one long-lived socket: websocket (RFC 6455) and flashsocket (hixie-76)."""
+import logging
+
+import tornado.websocket
+
+from tornadio import proto, session as sessions
+from tornadio.transport import Transport
+
+log = logging.getLogger("tornadio.persistent")
+
+
+class WebSocketTransport(Transport):
+    """Native browser WebSocket; one text message carries one payload."""
+
+    name = "websocket"
+    persistent = True
+
+    async def get(self, rest):
+        # The 0.6 client never puts a session id in the WebSocket URL.
+        await tornado.websocket.WebSocketHandler.get(self.handler)
+
+    def post(self, rest):
+        self.fail(405, "websocket takes no POST")
+
+    def options(self):
+        self.fail(405, "websocket takes no OPTIONS")
+
+    async def on_open(self):
+        session = self.create_session()
+        if session is None:
+            self.handler.close(1013, "session limit reached")
+            return
+        self.session = session
+        if not await self.open_session(session):
+            self.handler.close(1008, "refused")
+            return
+        session.attach(self)
+        session.start_heartbeats()
+
+    def on_socket_message(self, message):
+        session = self.session
+        if session is None or session.is_closed:
+            return
+        if isinstance(message, bytes):
+            self._refuse(session, "binary WebSocket message")
+            return
+        try:
+            session.receive(message)
+        except proto.DecodeError as exc:
+            self._refuse(session, exc.reason)
+
+    def _refuse(self, session, reason):
+        log.warning("session %s (%s): closing on bad input: %s",
+                    sessions.short_id(session.id), self.name, reason)
+        session.close(sessions.REASON_BAD_INPUT)
+
+    def on_connection_lost(self):
+        if self.session is not None:
+            self.session.close(sessions.REASON_CLIENT)
+
+    # -- sink -----------------------------------------------------------------
+    def write_payload(self, payload):
+        if payload:
+            try:
+                self.handler.write_message(payload)
+            except tornado.websocket.WebSocketClosedError:
+                self.on_connection_lost()
+
+    def end(self):
+        self.handler.close()
+
+
+class FlashSocketTransport(Transport):
+    """Placeholder until the hixie-76 transport lands."""
+
+    name = "flashsocket"
+
+    async def get(self, rest):
+        self.fail(501, "flashsocket not available yet")
+
+    post = get

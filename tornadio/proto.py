@@ -1,0 +1,225 @@
+"""The Socket.IO 0.6 frame codec: pure functions, no I/O.
+
+This is the only module that knows the ``~m~``, ``~j~`` and ``~h~`` markers.
+LEN is counted in UTF-16 code units, as the JavaScript client counts
+``String.length`` (PROTOCOL.md §1.3).
+"""
+from collections import namedtuple
+
+try:  # simplejson is faster on some payloads; the stdlib is the fallback.
+    import simplejson as json
+except ImportError:  # pragma: no cover - depends on the environment
+    import json
+
+__all__ = [
+    "ProtocolError", "DecodeError", "EncodeError", "Frame",
+    "TEXT", "JSON", "HEARTBEAT", "utf16_len", "frame", "encode",
+    "heartbeat", "decode", "MAX_LEN_DIGITS",
+]
+
+FRAME_MARK = "~m~"
+JSON_MARK = "~j~"
+HEARTBEAT_MARK = "~h~"
+
+TEXT = "text"
+JSON = "json"
+HEARTBEAT = "heartbeat"
+
+#: LEN with more digits than this is refused before it is parsed.
+MAX_LEN_DIGITS = 10
+
+Frame = namedtuple("Frame", "kind data")
+
+_json_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def _json_decode(text):
+    # The stdlib fallback accepts NaN/Infinity, which JSON.parse rejects.
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+_MARK_UNITS = b"~\x00m\x00~\x00"  # "~m~" in UTF-16-LE
+
+
+class ProtocolError(ValueError):
+    """Base of the codec's errors; ``reason`` is one short log-friendly line."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DecodeError(ProtocolError):
+    """A payload from a client is malformed; deliver none of it."""
+
+
+class EncodeError(ProtocolError):
+    """A value cannot be sent without breaking the client."""
+
+
+def utf16_len(text):
+    """Length of ``text`` as JavaScript counts it; lone surrogates refused."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-16-le")) >> 1
+    except UnicodeEncodeError:
+        raise EncodeError("string contains a lone surrogate") from None
+
+
+def frame(text):
+    """One raw frame around ``text`` (no checks on its content)."""
+    return "~m~%d~m~%s" % (utf16_len(text), text)
+
+
+def heartbeat(number):
+    """The heartbeat frame the client echoes back verbatim."""
+    return frame("~h~%d" % number)
+
+
+def _encode_json(value):
+    try:
+        return _json_encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EncodeError("value is not JSON-able: %s" % exc) from None
+
+
+def encode(value):
+    """Frames for a Python value, with the TornadIO mapping (PROTOCOL.md §1.6).
+
+    ``str`` goes as is; a list (or nested lists) becomes one frame per item;
+    anything else, ``None`` included, is sent as ``~j~`` JSON.
+    """
+    if isinstance(value, str):
+        if value.startswith(HEARTBEAT_MARK):
+            raise EncodeError("a text message may not start with ~h~")
+        if value.startswith(JSON_MARK):
+            try:
+                _json_decode(value[3:])
+            except (ValueError, RecursionError):
+                raise EncodeError("a text message starting with ~j~ must hold JSON") from None
+        return frame(value)
+    if isinstance(value, list):
+        return _encode_list(value)
+    return frame(JSON_MARK + _encode_json(value))
+
+
+def _encode_list(value):
+    """Flatten nested lists without recursion (deep nesting, cycles)."""
+    parts = []
+    stack = [iter(value)]
+    active = {id(value)}
+    path = [id(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if id(item) in active:
+                    raise EncodeError("circular list")
+                stack.append(iter(item))
+                active.add(id(item))
+                path.append(id(item))
+                break
+            parts.append(encode(item))
+        else:
+            stack.pop()
+            active.discard(path.pop())
+    return "".join(parts)
+
+
+def _classify(message):
+    if message.startswith(HEARTBEAT_MARK):
+        return Frame(HEARTBEAT, message[3:])
+    if message.startswith(JSON_MARK):
+        try:
+            return Frame(JSON, _json_decode(message[3:]))
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError("invalid JSON in ~j~ message: %s" % str(exc)[:80]) from None
+    return Frame(TEXT, message)
+
+
+def _parse_len(digits, max_length):
+    if not digits:
+        raise DecodeError("frame without LEN digits")
+    if len(digits) > MAX_LEN_DIGITS or not (digits.isascii() and digits.isdigit()):
+        raise DecodeError("bad LEN %r" % digits[:MAX_LEN_DIGITS + 2])
+    length = int(digits)
+    if max_length is not None and length > max_length:
+        raise DecodeError("LEN %d exceeds the limit of %d" % (length, max_length))
+    return length
+
+
+def _split_units(payload, max_length):
+    """Split a payload whose code points are all one UTF-16 unit each."""
+    messages = []
+    pos, size = 0, len(payload)
+    window = 3 + MAX_LEN_DIGITS + 3
+    while pos < size:
+        if not payload.startswith(FRAME_MARK, pos):
+            raise DecodeError("expected ~m~ at offset %d" % pos)
+        end = payload.find(FRAME_MARK, pos + 3, pos + window)
+        if end < 0:
+            raise DecodeError("unterminated LEN at offset %d" % pos)
+        length = _parse_len(payload[pos + 3:end], max_length)
+        start = end + 3
+        pos = start + length
+        if pos > size:
+            raise DecodeError("LEN %d runs past the end of the payload" % length)
+        messages.append(payload[start:pos])
+    return messages
+
+
+def _split_astral(payload, max_length):
+    """Split a payload holding characters beyond the BMP, on a UTF-16 copy."""
+    try:
+        data = payload.encode("utf-16-le")
+    except UnicodeEncodeError:
+        raise DecodeError("payload contains a lone surrogate") from None
+    messages = []
+    pos, size = 0, len(data)
+    window = 2 * (3 + MAX_LEN_DIGITS + 3)
+    while pos < size:
+        if not data.startswith(_MARK_UNITS, pos):
+            raise DecodeError("expected ~m~ at unit %d" % (pos >> 1))
+        end = data.find(_MARK_UNITS, pos + 6, pos + window)
+        if end < 0 or (end - pos) & 1:
+            raise DecodeError("unterminated LEN at unit %d" % (pos >> 1))
+        length = _parse_len(data[pos + 6:end].decode("utf-16-le", "replace"), max_length)
+        start = end + 6
+        pos = start + 2 * length
+        if pos > size:
+            raise DecodeError("LEN %d runs past the end of the payload" % length)
+        try:
+            messages.append(data[start:pos].decode("utf-16-le"))
+        except UnicodeDecodeError:
+            raise DecodeError("LEN %d splits a surrogate pair" % length) from None
+    return messages
+
+
+def decode(payload, max_length=None):
+    """All frames of a payload, in order, as ``Frame(kind, data)``.
+
+    The empty payload holds no frames. Anything malformed raises
+    :class:`DecodeError` and nothing of the payload is returned. ``max_length``
+    bounds each declared LEN, in UTF-16 units.
+    """
+    if payload.isascii() or max(payload) <= "\uffff":
+        if not payload.isascii() and _has_surrogate(payload):
+            raise DecodeError("payload contains a lone surrogate")
+        messages = _split_units(payload, max_length)
+    else:
+        messages = _split_astral(payload, max_length)
+    return [_classify(message) for message in messages]
+
+
+def _has_surrogate(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

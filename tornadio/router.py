@@ -1,0 +1,269 @@
+"""``get_router``: settings, URL grammar and dispatch of each request to its transport.
+
+One Tornado handler class serves every transport of a router: Tornado 6 cannot
+switch handler classes after routing, and WebSocket needs ``WebSocketHandler``.
+The handler only parses the URL and hands the request to a small transport
+object (``persistent.py``, ``polling.py``); the transports do the work.
+"""
+import inspect
+import logging
+import numbers
+import re
+
+import tornado.web
+import tornado.websocket
+
+from tornadio import origins, session as sessions
+from tornadio.conn import ConnectionInfo, SocketConnection
+
+log = logging.getLogger("tornadio.router")
+
+PROTOCOLS = ("websocket", "flashsocket", "htmlfile", "xhr-multipart", "xhr-polling",
+             "jsonp-polling")
+
+#: Every router setting with its default. Times are seconds, sizes bytes.
+DEFAULT_SETTINGS = {
+    # Transports a client may use; a disabled one answers 403.
+    "enabled_protocols": list(PROTOCOLS),
+    # How often expired polling sessions are looked for.
+    "session_check_interval": 15,
+    # A polling session with no GET for this long ends (on_close runs).
+    "session_expiry": 30,
+    # Heartbeat period on websocket, flashsocket, htmlfile, xhr-multipart;
+    # a heartbeat not echoed by the next one closes the session. 0 disables.
+    "heartbeat_interval": 12,
+    # How long a long-poll GET is held before an empty answer.
+    "xhr_polling_timeout": 20,
+    # Origin policy, see tornadio.origins: None (any), a list, or a callable.
+    "allowed_origins": None,
+    # Largest POST body accepted (413 beyond, nothing buffered past it).
+    "max_http_body": 1 << 20,
+    # Largest WebSocket message accepted (Tornado closes the socket beyond).
+    "max_websocket_message": 1 << 20,
+    # Largest declared LEN of one incoming frame, in UTF-16 units.
+    "max_message_length": 1 << 20,
+    # Outgoing bytes a session may queue for a client that is not reading.
+    "max_queue_bytes": 16 << 20,
+    # Live sessions per router; new ones get 503 beyond. 0 is unlimited.
+    "max_sessions": 100000,
+    # Path of socket.io.js to serve at /<resource>/socket.io.js (None: not served).
+    "client_js": None,
+}
+
+_SECONDS = ("session_check_interval", "session_expiry", "heartbeat_interval",
+            "xhr_polling_timeout")
+_SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
+          "max_queue_bytes", "max_sessions")
+
+
+def validate_settings(settings):
+    """Merge over the defaults; unknown names and bad values raise ValueError."""
+    merged = dict(DEFAULT_SETTINGS)
+    for name, value in (settings or {}).items():
+        if name not in DEFAULT_SETTINGS:
+            raise ValueError("unknown TornadIO setting %r (known: %s)"
+                             % (name, ", ".join(sorted(DEFAULT_SETTINGS))))
+        merged[name] = value
+    for name in _SECONDS:
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+            raise ValueError("setting %s must be a number of seconds >= 0, not %r" % (name, value))
+    for name in ("session_check_interval", "session_expiry", "xhr_polling_timeout"):
+        if merged[name] <= 0:
+            raise ValueError("setting %s must be > 0" % name)
+    for name in _SIZES:
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("setting %s must be an integer >= 0, not %r" % (name, value))
+    protocols = merged["enabled_protocols"]
+    if isinstance(protocols, str) or not all(p in PROTOCOLS for p in protocols):
+        raise ValueError("enabled_protocols must be a list drawn from %s, not %r"
+                         % (", ".join(PROTOCOLS), protocols))
+    merged["enabled_protocols"] = list(protocols)
+    origins.validate_policy(merged["allowed_origins"])
+    return merged
+
+
+def _transport_table():
+    from tornadio import persistent, polling
+    return {
+        "websocket": persistent.WebSocketTransport,
+        "flashsocket": persistent.FlashSocketTransport,
+        "xhr-polling": polling.XHRPollingTransport,
+        "jsonp-polling": polling.JSONPPollingTransport,
+        "htmlfile": polling.HtmlFileTransport,
+        "xhr-multipart": polling.XHRMultipartTransport,
+    }
+
+
+@tornado.web.stream_request_body
+class SocketRouterHandler(tornado.websocket.WebSocketHandler):
+    """The handler behind ``Router.route()``; one instance per HTTP request."""
+
+    connection_class = SocketConnection
+    socket_settings = DEFAULT_SETTINGS
+    resource = "socket.io/*"
+    pattern = None
+    _container = None
+
+    # -- class level ---------------------------------------------------------
+    @classmethod
+    def route(cls):
+        """The ``(pattern, handler)`` rule to put in ``tornado.web.Application``."""
+        return (cls.pattern, cls)
+
+    @classmethod
+    def sessions(cls):
+        """This router's session container, made on first use (inside the IOLoop)."""
+        if cls._container is None:
+            cls._container = sessions.SessionContainer(cls.socket_settings["session_check_interval"])
+        return cls._container
+
+    @classmethod
+    def make_info(cls, request, transport):
+        return ConnectionInfo(request, transport)
+
+    # -- request level -------------------------------------------------------
+    def initialize(self):
+        self._body = bytearray()
+        self.transport = None
+        self.fail_reason = None
+        self.open_extra_args = ()
+        self.open_extra_kwargs = {}
+
+    def prepare(self):
+        # Bodies are streamed so an oversized POST is refused before it is buffered.
+        if self.request.method == "POST":
+            declared = self.request.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.socket_settings["max_http_body"]:
+                self.fail(413, "body of %s bytes over max_http_body" % declared)
+
+    def data_received(self, chunk):
+        if self._finished:
+            return
+        if len(self._body) + len(chunk) > self.socket_settings["max_http_body"]:
+            self.fail(413, "body over max_http_body")
+            return
+        self._body += chunk
+
+    def request_body(self):
+        return self._body
+
+    def check_xsrf_cookie(self):
+        """Exempt: the unguessable session id is what protects these POSTs."""
+
+    def compute_etag(self):
+        return None
+
+    def set_default_headers(self):
+        self.set_header("Cache-Control", "no-store")
+
+    def check_origin(self, origin):
+        return origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+
+    @property
+    def max_message_size(self):
+        return self.socket_settings["max_websocket_message"]
+
+    def fail(self, status, reason):
+        """A 4xx/5xx with a short text body; the reason goes in the one access-log line."""
+        self.fail_reason = reason
+        if self._finished:
+            return
+        self.clear()
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(reason)
+
+    def _request_summary(self):
+        # Session ids are credentials: only a prefix reaches the log.
+        path = _SESSION_IN_PATH.sub(lambda m: m.group(1) + m.group(2)[:6] + "…", self.request.path)
+        summary = "%s %s (%s)" % (self.request.method, path, self.request.remote_ip)
+        if self.fail_reason:
+            summary += " " + self.fail_reason
+        return summary
+
+    def _start(self, protocol, extra):
+        transport_class = self.transports.get(protocol)
+        if transport_class is None:
+            self.fail(404, "unknown transport")
+            return None
+        if protocol not in self.socket_settings["enabled_protocols"]:
+            self.fail(403, "transport %s is disabled" % protocol)
+            return None
+        self.open_extra_args = (extra,) if extra else ()
+        self.open_extra_kwargs = {"extra": extra}
+        self.transport = transport_class(self)
+        return self.transport
+
+    async def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
+        transport = self._start(protocol, extra)
+        if transport is not None:
+            await _maybe_await(transport.get(rest or ""))
+
+    async def post(self, resource=None, extra=None, protocol=None, rest=None, **_):
+        transport = self._start(protocol, extra)
+        if transport is not None:
+            await _maybe_await(transport.post(rest or ""))
+
+    def options(self, resource=None, extra=None, protocol=None, rest=None, **_):
+        transport = self._start(protocol, extra)
+        if transport is not None:
+            transport.options()
+
+    # -- callbacks Tornado makes on the WebSocket / the connection --------------
+    def open(self, *args, **kwargs):
+        return self.transport.on_open()
+
+    def on_message(self, message):
+        return self.transport.on_socket_message(message)
+
+    def on_close(self):
+        # Tornado calls this for a closed WebSocket and for a client that drops
+        # any other request before it is finished.
+        if self.transport is not None:
+            self.transport.on_connection_lost()
+
+
+async def _maybe_await(result):
+    if inspect.isawaitable(result):
+        await result
+
+
+_SESSION_IN_PATH = re.compile(r"(/(?:xhr-polling|jsonp-polling|htmlfile|xhr-multipart)/)([0-9A-Za-z]+)")
+
+
+def _extra_pattern(extra_re, extra_sep):
+    if not extra_re:
+        return "(?P<extra>)"
+    if not extra_re.startswith("(?P<extra>"):
+        extra_re = "(?P<extra>%s)" % extra_re
+    return (extra_sep or "") + extra_re
+
+
+def get_router(connection, settings=None, resource="socket.io/*", io_loop=None,
+               extra_re=None, extra_sep=None):
+    """A new router class serving ``connection`` (a SocketConnection subclass).
+
+    ``resource`` is a regular expression for the URL prefix, as in the 2011
+    TornadIO; ``extra_re`` captures more of the path for ``on_open``.
+    ``io_loop`` is accepted for old code and ignored: Tornado 6 has one
+    current IOLoop.
+    """
+    if not (isinstance(connection, type) and issubclass(connection, SocketConnection)):
+        raise TypeError("get_router() needs a SocketConnection subclass, not %r" % (connection,))
+    merged = validate_settings(settings)
+    pattern = r"/(?P<resource>%s)%s/(?P<protocol>[^/]+)(?P<rest>/.*)?" % (
+        resource, _extra_pattern(extra_re, extra_sep))
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
+    return type("%sRouter" % connection.__name__, (SocketRouterHandler,), {
+        "connection_class": connection,
+        "socket_settings": merged,
+        "resource": resource,
+        "pattern": pattern,
+        "transports": _transport_table(),
+        "_container": None,
+    })

@@ -1,0 +1,359 @@
+"""Sessions: one per connected client, whatever the transport.
+
+A session owns the outgoing queue, the heartbeat timer and the order in which
+incoming messages reach user code. It knows nothing of HTTP: a transport
+attaches a *sink* (an object with ``write_payload(str)`` and ``end()``) and the
+session writes whole payloads to it.
+"""
+import heapq
+import inspect
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from tornadio import proto
+
+log = logging.getLogger("tornadio.session")
+
+NEW, OPEN, CLOSED = "new", "open", "closed"
+
+# Why a session ended; logged and kept in ``Session.close_reason``.
+REASON_SERVER = "closed by the server"
+REASON_CLIENT = "client went away"
+REASON_EXPIRED = "expired (no poll)"
+REASON_HEARTBEAT = "heartbeat echo missing"
+REASON_OVERFLOW = "send queue overflow"
+REASON_REFUSED = "refused by on_open"
+REASON_SHUTDOWN = "server shutting down"
+REASON_BAD_INPUT = "malformed input"
+
+
+def generate_session_id():
+    """128 random bits as 32 hex characters: the charset the client pastes into URLs."""
+    return secrets.token_hex(16)
+
+
+def short_id(session_id):
+    """A prefix safe to log: the full id is the polling session's only credential."""
+    return session_id[:6] + "…"
+
+
+def call_user(what, func, *args, **kwargs):
+    """The single funnel into user callbacks: errors are logged, never raised."""
+    try:
+        return func(*args, **kwargs)
+    except Exception:
+        log.exception("error in %s", what)
+        return None
+
+
+class Session:
+    """State of one client: queue, timers, and dispatch into the connection."""
+
+    def __init__(self, container, connection_class, transport, info, settings):
+        self.id = generate_session_id()
+        self.container = container
+        self.transport = transport
+        self.info = info
+        self.settings = settings
+        self.state = NEW
+        self.close_reason = None
+        self.deadline = None
+        self._queue = []
+        self._queued_units = 0
+        self._sink = None
+        self._flush_scheduled = False
+        self._inbox = deque()
+        self._dispatching = False
+        self._heartbeat_count = 0
+        self._heartbeat_pending = None
+        self._heartbeat_timer = None
+        self.messages_in = 0
+        self.messages_out = 0
+        #: Polling transports set this: frames queued when the session closes
+        #: between two polls are kept for the next poll instead of dropped.
+        self.keeps_leftovers = False
+        self.connection = connection_class(self)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_closed(self):
+        return self.state == CLOSED
+
+    def open(self, request, args, kwargs):
+        """Queue the session id, then run ``on_open``; False means refused.
+
+        The id is queued first so that anything ``on_open`` sends rides behind it
+        in the first payload (PROTOCOL.md §2.2). A coroutine ``on_open`` returns
+        an awaitable that the transport awaits.
+        """
+        self._queue.append(proto.frame(self.id))
+        self.state = OPEN
+        result = call_user("on_open", self.connection.on_open, request, *args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._finish_async_open(result)
+        return self._opened(result)
+
+    async def _finish_async_open(self, awaitable):
+        try:
+            result = await awaitable
+        except Exception:
+            log.exception("error in on_open")
+            result = None
+        return self._opened(result)
+
+    def _opened(self, result):
+        if result is False:
+            self._queue.clear()
+            self.close(REASON_REFUSED)
+            return False
+        if self.state != OPEN:
+            return False
+        return True
+
+    def close(self, reason=REASON_SERVER):
+        """End the session once: stop timers, finish the sink, run ``on_close``."""
+        if self.state == CLOSED:
+            return
+        was_open = self.state == OPEN
+        self.state = CLOSED
+        self.close_reason = reason
+        self._inbox.clear()
+        if self._heartbeat_timer is not None:
+            IOLoop.current().remove_timeout(self._heartbeat_timer)
+            self._heartbeat_timer = None
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            if self._queue:
+                self._deliver(sink)
+            sink.end()
+        self.container.remove(self)
+        log.info("session %s (%s) closed: %s", short_id(self.id), self.transport, reason)
+        if was_open and reason != REASON_REFUSED:
+            call_user("on_close", self.connection.on_close)
+
+    @property
+    def has_leftovers(self):
+        return bool(self._queue)
+
+    def take_leftovers(self):
+        """What a closed polling session still had queued for its client."""
+        payload = "".join(self._queue)
+        self._queue.clear()
+        return payload
+
+    # --------------------------------------------------------------- outgoing
+    def send(self, value):
+        """Encode ``value`` (TornadIO mapping) and queue it for the client."""
+        payload = proto.encode(value)
+        if payload:
+            self.send_payload(payload)
+
+    def send_payload(self, payload):
+        """Queue already-encoded frames; flushed once per IOLoop iteration."""
+        if self.state == CLOSED:
+            return
+        self._queue.append(payload)
+        self.messages_out += 1
+        self._queued_units += len(payload)
+        limit = self.settings["max_queue_bytes"]
+        if limit and self._queued_units > limit and self._sink is None:
+            log.warning("session %s: %d bytes queued for a client that does not read",
+                        short_id(self.id), self._queued_units)
+            self._queue.clear()
+            self.close(REASON_OVERFLOW)
+            return
+        if self._sink is not None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            IOLoop.current().add_callback(self._flush)
+
+    def _flush(self):
+        self._flush_scheduled = False
+        sink = self._sink
+        if sink is not None and self._queue:
+            self._deliver(sink)
+
+    def _deliver(self, sink):
+        payload = "".join(self._queue)
+        self._queue.clear()
+        self._queued_units = 0
+        if sink.once:
+            self._sink = None
+            self.touch_expiry(self.settings["session_expiry"])
+        sink.write_payload(payload)
+
+    def attach(self, sink):
+        """Give the session somewhere to write; queued frames go out at once.
+
+        A sink with ``once`` set (a long-poll GET) is detached after one payload.
+        A newer sink replaces an older one, which is ended cleanly first.
+        """
+        previous, self._sink = self._sink, sink
+        if previous is not None and previous is not sink:
+            previous.write_payload("")
+        if self._queue:
+            self._deliver(sink)
+        elif sink.once:
+            self.touch_expiry(self.settings["xhr_polling_timeout"] + self.settings["session_expiry"])
+
+    def detach(self, sink):
+        """The sink went away (poll timed out or client dropped the request)."""
+        if self._sink is sink:
+            self._sink = None
+            if sink.once:
+                self.touch_expiry(self.settings["session_expiry"])
+
+    @property
+    def has_sink(self):
+        return self._sink is not None
+
+    def touch_expiry(self, seconds):
+        self.container.set_deadline(self, time.monotonic() + seconds)
+
+    # --------------------------------------------------------------- incoming
+    def receive(self, payload):
+        """Decode a client payload and dispatch it in order.
+
+        Raises :class:`proto.DecodeError` (and dispatches nothing) when it is
+        malformed; the transport answers 400 or closes with that reason.
+        """
+        frames = proto.decode(payload, self.settings["max_message_length"])
+        if self.state != OPEN:
+            return
+        for kind, data in frames:
+            if kind is proto.HEARTBEAT:
+                self._heartbeat_echo(data)
+            else:
+                self._inbox.append(data)
+        self.messages_in += len(self._inbox)
+        if not self._dispatching:
+            self._dispatch()
+
+    def _dispatch(self):
+        on_message = self.connection.on_message
+        inbox = self._inbox
+        while inbox and self.state == OPEN:
+            result = call_user("on_message", on_message, inbox.popleft())
+            if inspect.isawaitable(result):
+                self._dispatching = True
+                IOLoop.current().add_future(_as_future(result), self._after_async_message)
+                return
+        self._dispatching = False
+
+    def _after_async_message(self, future):
+        if future.exception() is not None:
+            log.error("error in on_message", exc_info=future.exception())
+        self._dispatch()
+
+    # -------------------------------------------------------------- heartbeats
+    def start_heartbeats(self):
+        """Persistent transports only: polling liveness is the poll cadence."""
+        interval = self.settings["heartbeat_interval"]
+        if interval and self.state == OPEN:
+            self._heartbeat_timer = IOLoop.current().call_later(interval, self._heartbeat_tick)
+
+    def _heartbeat_tick(self):
+        self._heartbeat_timer = None
+        if self.state != OPEN:
+            return
+        if self._heartbeat_pending is not None:
+            self.close(REASON_HEARTBEAT)
+            return
+        self._heartbeat_count += 1
+        self._heartbeat_pending = str(self._heartbeat_count)
+        self.send_payload(proto.heartbeat(self._heartbeat_count))
+        self.messages_out -= 1
+        self.start_heartbeats()
+
+    def _heartbeat_echo(self, number):
+        if number == self._heartbeat_pending:
+            self._heartbeat_pending = None
+        else:
+            log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
+
+
+def _as_future(awaitable):
+    import asyncio
+    return asyncio.ensure_future(awaitable)
+
+
+class SessionContainer:
+    """All live sessions of one router, with deadline-ordered expiry.
+
+    Deadlines sit in a heap; a check pops only what is due, so its cost is
+    O(expired · log n) however many sessions are live. Entries made stale by a
+    newer deadline are dropped when they surface.
+    """
+
+    def __init__(self, check_interval=None):
+        self.sessions = {}
+        self.closing = {}
+        self._heap = []
+        self._counter = itertools.count()
+        self._timer = None
+        self._check_interval = check_interval
+        self.opened_total = 0
+        self.closed_total = 0
+
+    def __len__(self):
+        return len(self.sessions)
+
+    def __iter__(self):
+        return iter(list(self.sessions.values()))
+
+    def get(self, session_id):
+        """A live session, or a closed one still holding frames for its client."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.closing.pop(session_id, None)
+        return session
+
+    def add(self, session):
+        self.sessions[session.id] = session
+        self.opened_total += 1
+        if self._timer is None and self._check_interval:
+            self._timer = PeriodicCallback(self.expire, self._check_interval * 1000)
+            self._timer.start()
+
+    def remove(self, session):
+        if self.sessions.pop(session.id, None) is not None:
+            self.closed_total += 1
+        session.deadline = None
+        if session.keeps_leftovers and session.has_leftovers:
+            # Parked until the client's next poll collects them, or expiry.
+            self.closing[session.id] = session
+            self.set_deadline(session, time.monotonic() + session.settings["session_expiry"])
+            return
+        if not self.sessions and not self.closing and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+            self._heap.clear()
+
+    def set_deadline(self, session, deadline):
+        session.deadline = deadline
+        heapq.heappush(self._heap, (deadline, next(self._counter), session))
+
+    def expire(self, now=None):
+        """Close every session whose deadline has passed; return how many."""
+        now = time.monotonic() if now is None else now
+        heap = self._heap
+        expired = 0
+        while heap and heap[0][0] <= now:
+            deadline, _, session = heapq.heappop(heap)
+            if session.deadline != deadline or session.has_sink:
+                continue
+            if session.state == CLOSED:
+                self.closing.pop(session.id, None)
+                session.deadline = None
+                continue
+            expired += 1
+            session.close(REASON_EXPIRED)
+        return expired
+
+    def close_all(self, reason=REASON_SHUTDOWN):
+        for session in self:
+            session.close(reason)

@@ -1,0 +1,71 @@
+"""What every transport shares: session lookup, opening, and one-line failures."""
+import inspect
+import logging
+import re
+
+from tornadio import session as sessions
+
+log = logging.getLogger("tornadio.transport")
+
+_SESSION_ID = re.compile(r"[0-9A-Za-z]{1,64}\Z")
+
+
+class Transport:
+    """Base of the per-request transport objects the router hands a request to.
+
+    A transport object lives as long as its Tornado request. It may be a
+    session *sink*: ``once`` says whether the session detaches it after one
+    payload (a long-poll GET) or keeps writing to it (a socket or a stream).
+    """
+
+    name = None
+    once = False
+    #: Transports that stream or hold a socket get heartbeats (PROTOCOL.md §3).
+    persistent = False
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.router = type(handler)
+        self.settings = handler.socket_settings
+        self.session = None
+
+    # -- session helpers ---------------------------------------------------
+    def create_session(self):
+        """A new session of this router, or None (answered 503) when full."""
+        container = self.router.sessions()
+        limit = self.settings["max_sessions"]
+        if limit and len(container) >= limit:
+            self.fail(503, "session limit of %d reached" % limit)
+            return None
+        info = self.router.make_info(self.handler.request, self.name)
+        session = sessions.Session(container, self.router.connection_class, self.name,
+                                   info, self.settings)
+        container.add(session)
+        return session
+
+    async def open_session(self, session):
+        """Run ``on_open``; True when the session may go on."""
+        handler = self.handler
+        result = session.open(handler.request, handler.open_extra_args,
+                              handler.open_extra_kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def find_session(self, session_id):
+        """The session named in the URL, or None after answering 4xx."""
+        if not _SESSION_ID.match(session_id):
+            self.fail(400, "malformed session id")
+            return None
+        session = self.router.sessions().get(session_id)
+        if session is None:
+            self.fail(401, "unknown or expired session")
+            return None
+        if session.transport != self.name:
+            self.fail(401, "session belongs to transport %s" % session.transport)
+            return None
+        return session
+
+    def fail(self, status, reason):
+        """Answer an HTTP error with a short body; the access log line carries the reason."""
+        self.handler.fail(status, reason)

@@ -14,6 +14,7 @@ import tornado.web
 import tornado.websocket
 
 from tornadio import origins, session as sessions
+from tornadio.client import ClientScript
 from tornadio.conn import ConnectionInfo, SocketConnection
 
 log = logging.getLogger("tornadio.router")
@@ -104,6 +105,7 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     socket_settings = DEFAULT_SETTINGS
     resource = "socket.io/*"
     pattern = None
+    client_script = None
     _container = None
 
     # -- class level ---------------------------------------------------------
@@ -197,6 +199,9 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         return self.transport
 
     async def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
+        if protocol == "socket.io.js" and rest is None and self.client_script is not None:
+            self.client_script.serve(self)
+            return
         transport = self._start(protocol, extra)
         if transport is not None:
             await _maybe_await(transport.get(rest or ""))
@@ -265,5 +270,6 @@ def get_router(connection, settings=None, resource="socket.io/*", io_loop=None,
         "resource": resource,
         "pattern": pattern,
         "transports": _transport_table(),
+        "client_script": ClientScript(merged["client_js"]) if merged["client_js"] else None,
         "_container": None,
     })

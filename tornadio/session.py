@@ -159,6 +159,7 @@ class Session:
             return
         self._queue.append(payload)
         self.messages_out += 1
+        self.container.messages_out += 1
         self._queued_units += len(payload)
         limit = self.settings["max_queue_bytes"]
         if limit and self._queued_units > limit and self._sink is None:
@@ -211,6 +212,11 @@ class Session:
     def has_sink(self):
         return self._sink is not None
 
+    @property
+    def queued_bytes(self):
+        """Outgoing bytes waiting for the client (about: counted in code points)."""
+        return self._queued_units
+
     def touch_expiry(self, seconds):
         self.container.set_deadline(self, time.monotonic() + seconds)
 
@@ -230,6 +236,7 @@ class Session:
             else:
                 self._inbox.append(data)
         self.messages_in += len(self._inbox)
+        self.container.messages_in += len(self._inbox)
         if not self._dispatching:
             self._dispatch()
 
@@ -267,6 +274,7 @@ class Session:
         self._heartbeat_pending = str(self._heartbeat_count)
         self.send_payload(proto.heartbeat(self._heartbeat_count))
         self.messages_out -= 1
+        self.container.messages_out -= 1
         self.start_heartbeats()
 
     def _heartbeat_echo(self, number):
@@ -298,6 +306,10 @@ class SessionContainer:
         self._check_interval = check_interval
         self.opened_total = 0
         self.closed_total = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        #: Called with each session as it leaves the container (groups, stats...).
+        self.on_remove = []
 
     def __len__(self):
         return len(self.sessions)
@@ -322,6 +334,8 @@ class SessionContainer:
     def remove(self, session):
         if self.sessions.pop(session.id, None) is not None:
             self.closed_total += 1
+            for listener in self.on_remove:
+                call_user("session removal listener", listener, session)
         session.deadline = None
         if session.keeps_leftovers and session.has_leftovers:
             # Parked until the client's next poll collects them, or expiry.

@@ -2,6 +2,7 @@
 import logging
 
 import tornado.websocket
+from tornado.iostream import StreamBufferFullError
 
 from tornadio import proto, session as sessions
 from tornadio.transport import Transport
@@ -9,11 +10,18 @@ from tornadio.transport import Transport
 log = logging.getLogger("tornadio.persistent")
 
 
+def limit_write_buffer(stream, settings):
+    """Bound what a client that stops reading can make us buffer (max_queue_bytes)."""
+    if settings["max_queue_bytes"]:
+        stream.max_write_buffer_size = settings["max_queue_bytes"]
+
+
 class WebSocketTransport(Transport):
     """Native browser WebSocket; one text message carries one payload."""
 
     name = "websocket"
     persistent = True
+    aborted = False
 
     async def get(self, rest):
         # The 0.6 client never puts a session id in the WebSocket URL.
@@ -34,6 +42,7 @@ class WebSocketTransport(Transport):
         if not await self.open_session(session):
             self.handler.close(1008, "refused")
             return
+        limit_write_buffer(self.handler.ws_connection.stream, self.settings)
         session.attach(self)
         session.start_heartbeats()
 
@@ -65,9 +74,20 @@ class WebSocketTransport(Transport):
                 self.handler.write_message(payload)
             except tornado.websocket.WebSocketClosedError:
                 self.on_connection_lost()
+            except StreamBufferFullError:
+                self._overflow()
+
+    def _overflow(self):
+        log.warning("session %s (%s): client not reading, %d bytes unsent; closing",
+                    sessions.short_id(self.session.id), self.name, self.settings["max_queue_bytes"])
+        self.aborted = True
+        self.session.close(sessions.REASON_OVERFLOW)
 
     def end(self):
-        self.handler.close()
+        if self.aborted:
+            self.handler.ws_connection.stream.close()
+        else:
+            self.handler.close()
 
 
 class FlashSocketTransport(Transport):

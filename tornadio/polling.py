@@ -10,9 +10,10 @@ import logging
 from urllib.parse import unquote_to_bytes
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from tornadio import origins, proto, session as sessions
+from tornadio.persistent import limit_write_buffer
 from tornadio.transport import Transport
 
 log = logging.getLogger("tornadio.polling")
@@ -156,7 +157,14 @@ class HttpTransport(Transport):
         if handler._finished:
             return
         handler.write(data)
-        future = handler.flush()
+        try:
+            future = handler.flush()
+        except StreamBufferFullError:
+            log.warning("session %s (%s): client not reading; closing",
+                        sessions.short_id(self.session.id), self.name)
+            handler.request.connection.stream.close()
+            self.session.close(sessions.REASON_OVERFLOW)
+            return
         future.add_done_callback(_ignore_closed)
 
 
@@ -285,6 +293,7 @@ class StreamingTransport(HttpTransport):
         self._closed = asyncio.get_running_loop().create_future()
         handler = self.handler
         handler.set_header("Content-Type", self.content_type)
+        limit_write_buffer(handler.request.connection.stream, self.settings)
         self._write(self.prologue())
         session.attach(self)
         session.start_heartbeats()

@@ -250,7 +250,7 @@ class JSONPPollingTransport(LongPollingTransport):
 
     def _index_from(self, tail):
         if len(tail) != 2 or not _is_index(tail[1]):
-            self.fail(400, "jsonp-polling needs /<session>/<time>/<digits index>")
+            self.fail(400, "jsonp-polling needs /SESSION/TIME/INDEX, INDEX digits")
             return False
         self.index = tail[1]
         return True

@@ -10,6 +10,12 @@ from tornadio.transport import Transport
 log = logging.getLogger("tornadio.persistent")
 
 
+def _retrieve(future):
+    """A write to a socket that closed meanwhile is not an error worth a traceback."""
+    if not future.cancelled():
+        future.exception()
+
+
 def limit_write_buffer(stream, settings):
     """Bound what a client that stops reading can make us buffer (max_queue_bytes)."""
     if settings["max_queue_bytes"]:
@@ -71,7 +77,7 @@ class WebSocketTransport(Transport):
     def write_payload(self, payload):
         if payload:
             try:
-                self.handler.write_message(payload)
+                self.handler.write_message(payload).add_done_callback(_retrieve)
             except tornado.websocket.WebSocketClosedError:
                 self.on_connection_lost()
             except StreamBufferFullError:
@@ -90,12 +96,295 @@ class WebSocketTransport(Transport):
             self.handler.close()
 
 
+# -- flashsocket (hixie-76) ----------------------------------------------------
+# Imports of the flashsocket section are kept here, next to the code that uses
+# them, so that this section can be edited independently of the one above.
+import hashlib  # noqa: E402
+import struct  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from tornado import gen, iostream  # noqa: E402
+from tornado.ioloop import IOLoop  # noqa: E402
+
+from tornadio import origins  # noqa: E402
+
+#: How long the client has to send the 8 key3 bytes after its headers.
+HANDSHAKE_TIMEOUT = 10.0
+#: How long ``end()`` waits for the last bytes to leave before closing anyway.
+CLOSE_FLUSH_TIMEOUT = 5.0
+
+_HIXIE_FRAME_START = b"\x00"
+_HIXIE_FRAME_END = b"\xff"
+_HIXIE_CLOSE = b"\xff\x00"
+_DIGITS = frozenset("0123456789")
+
+
+def _hixie76_key_number(key):
+    """The 32-bit number a Sec-WebSocket-Key1/Key2 value encodes.
+
+    Its ASCII digits read as one integer, divided by its number of spaces;
+    ValueError when there are no digits, no spaces, a remainder, or the
+    quotient does not fit in 32 bits.
+    """
+    if isinstance(key, bytes):
+        key = key.decode("latin-1")
+    digits = "".join(ch for ch in key if ch in _DIGITS)
+    spaces = key.count(" ")
+    if not digits:
+        raise ValueError("key has no digits")
+    if len(digits) > 20:
+        raise ValueError("key has too many digits")
+    if spaces == 0:
+        raise ValueError("key has no spaces")
+    number = int(digits)
+    if number % spaces:
+        raise ValueError("key number is not a multiple of its space count")
+    quotient = number // spaces
+    if quotient > 0xFFFFFFFF:
+        raise ValueError("key number does not fit in 32 bits")
+    return quotient
+
+
+def hixie76_digest(key1, key2, key3):
+    """The 16-byte hixie-76 handshake answer: md5(k1 ‖ k2 ‖ key3).
+
+    ``key1``/``key2`` are the Sec-WebSocket-Key1/Key2 header values (str or
+    bytes), ``key3`` the 8 raw bytes after the request headers. Raises
+    ValueError for keys that break the draft's rules.
+    """
+    if len(key3) != 8:
+        raise ValueError("key3 must be 8 bytes, not %d" % len(key3))
+    packed = struct.pack(">II", _hixie76_key_number(key1), _hixie76_key_number(key2))
+    return hashlib.md5(packed + bytes(key3)).digest()
+
+
+def _header_value_ok(value):
+    """True for a value safe to echo into a response header line."""
+    return bool(value) and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
+def _consume_exception(future):
+    """Retrieve a write future's exception so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
 class FlashSocketTransport(Transport):
-    """Placeholder until the hixie-76 transport lands."""
+    """The Flash web-socket-js polyfill: hixie-76 handshake and 0x00…0xFF frames.
+
+    Tornado's ``WebSocketHandler`` only speaks RFC 6455, so the request's stream
+    is detached after the headers and the protocol is spoken by hand
+    (PROTOCOL.md §4.2). The transport then is the session's sink until the
+    socket closes.
+    """
 
     name = "flashsocket"
+    once = False
+    persistent = True
+
+    def __init__(self, handler):
+        super().__init__(handler)
+        self.stream = None
+        self._closing = False
+
+    # -- HTTP entry points ---------------------------------------------------------
+    async def post(self, rest):
+        self.fail(405, "flashsocket takes no POST")
+
+    def options(self):
+        self.fail(405, "flashsocket takes no OPTIONS")
 
     async def get(self, rest):
-        self.fail(501, "flashsocket not available yet")
+        request = self.handler.request
+        headers = request.headers
+        if headers.get("Upgrade", "").strip().lower() != "websocket":
+            self.fail(400, "flashsocket needs Upgrade: WebSocket")
+            return
+        tokens = [token.strip().lower() for token in headers.get("Connection", "").split(",")]
+        if "upgrade" not in tokens:
+            self.fail(400, "flashsocket needs Connection: Upgrade")
+            return
+        key1 = headers.get("Sec-WebSocket-Key1")
+        key2 = headers.get("Sec-WebSocket-Key2")
+        if key1 is None or key2 is None:
+            self.fail(400, "flashsocket needs Sec-WebSocket-Key1/Key2 (hixie-76)")
+            return
+        try:
+            _hixie76_key_number(key1)
+            _hixie76_key_number(key2)
+        except ValueError as exc:
+            self.fail(400, "bad hixie-76 key: %s" % exc)
+            return
+        origin = headers.get("Origin", "")
+        if not _header_value_ok(origin):
+            self.fail(400, "flashsocket needs an Origin header")
+            return
+        if not origins.origin_allowed(self.settings["allowed_origins"], origin):
+            self.fail(403, "origin not allowed")
+            return
+        host = request.host
+        if not _header_value_ok(host) or not _header_value_ok(request.uri):
+            self.fail(400, "bad Host or request target")
+            return
+        # Made before the stream is detached, so that a full server can still
+        # answer 503 over HTTP. Until it is opened, closing it runs no hook.
+        session = self.create_session()
+        if session is None:
+            return
+        self.session = session
+        try:
+            await self._run(session, key1, key2, origin, host, request)
+        except Exception:
+            log.exception("session %s (%s): transport error",
+                          sessions.short_id(session.id), self.name)
+            session.close(sessions.REASON_SERVER)
+            self._close_stream()
 
-    post = get
+    async def _run(self, session, key1, key2, origin, host, request):
+        self.stream = stream = self.handler.detach()
+        if self.settings["max_queue_bytes"]:
+            # Documented IOStream constructor option: write() beyond it raises
+            # StreamBufferFullError, so a client that stops reading is dropped
+            # instead of buffering without bound.
+            stream.max_write_buffer_size = self.settings["max_queue_bytes"]
+        try:
+            key3 = await gen.with_timeout(timedelta(seconds=HANDSHAKE_TIMEOUT),
+                                          stream.read_bytes(8),
+                                          quiet_exceptions=iostream.StreamClosedError)
+        except (gen.TimeoutError, iostream.StreamClosedError):
+            log.info("flashsocket handshake from %s: no key3 bytes", request.remote_ip)
+            session.close(sessions.REASON_CLIENT)
+            self._close_stream()
+            return
+        scheme = "wss" if request.protocol == "https" else "ws"
+        response = ("HTTP/1.1 101 WebSocket Protocol Handshake\r\n"
+                    "Upgrade: WebSocket\r\n"
+                    "Connection: Upgrade\r\n"
+                    "Sec-WebSocket-Origin: %s\r\n"
+                    "Sec-WebSocket-Location: %s://%s%s\r\n"
+                    "\r\n" % (origin, scheme, host, request.uri))
+        digest = hixie76_digest(key1, key2, key3)
+        try:
+            stream.write(response.encode("latin-1") + digest).add_done_callback(
+                _consume_exception)
+        except iostream.StreamClosedError:
+            session.close(sessions.REASON_CLIENT)
+            return
+        if not await self.open_session(session):
+            self._close_stream()
+            return
+        if stream.closed():
+            session.close(sessions.REASON_CLIENT)
+            return
+        session.attach(self)
+        session.start_heartbeats()
+        await self._read_loop(session, stream)
+
+    async def _read_loop(self, session, stream):
+        limit = self.settings["max_websocket_message"]
+        max_bytes = limit + 1 if limit else None
+        try:
+            while True:
+                kind = await stream.read_bytes(1)
+                if kind == _HIXIE_FRAME_START:
+                    try:
+                        data = await stream.read_until(_HIXIE_FRAME_END, max_bytes=max_bytes)
+                    except iostream.StreamClosedError as exc:
+                        # Past max_bytes without the end marker, IOStream closes
+                        # the stream and names the reason in real_error.
+                        if isinstance(exc.real_error, iostream.UnsatisfiableReadError):
+                            self._refuse(session, "frame longer than %d bytes" % limit)
+                            return
+                        raise
+                    if session.is_closed:
+                        continue
+                    try:
+                        text = data[:-1].decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._refuse(session, "frame is not valid UTF-8")
+                        return
+                    try:
+                        session.receive(text)
+                    except proto.DecodeError as exc:
+                        self._refuse(session, exc.reason)
+                        return
+                elif kind == _HIXIE_FRAME_END:
+                    second = await stream.read_bytes(1)
+                    if second != b"\x00":
+                        self._refuse(session, "unsupported frame type 0xff 0x%02x" % second[0])
+                        return
+                    # The client's closing handshake: end() answers it with
+                    # 0xFF 0x00 and closes the stream once that is sent.
+                    if session.is_closed:
+                        self._close_stream()
+                    else:
+                        session.close(sessions.REASON_CLIENT)
+                    return
+                else:
+                    self._refuse(session, "unexpected frame type 0x%02x" % kind[0])
+                    return
+        except iostream.StreamClosedError:
+            session.close(sessions.REASON_CLIENT)
+
+    def _refuse(self, session, reason):
+        log.warning("session %s (%s): closing on bad input: %s",
+                    sessions.short_id(session.id), self.name, reason)
+        session.close(sessions.REASON_BAD_INPUT)
+        self._close_stream()
+
+    def on_connection_lost(self):
+        # Tornado only calls this before the stream is detached.
+        if self.session is not None:
+            self.session.close(sessions.REASON_CLIENT)
+
+    # -- sink ---------------------------------------------------------------------
+    def write_payload(self, payload):
+        stream = self.stream
+        if not payload or stream is None or self._closing:
+            return
+        if stream.closed():
+            self._client_gone()
+            return
+        frame = _HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END
+        try:
+            stream.write(frame).add_done_callback(_consume_exception)
+        except iostream.StreamClosedError:
+            self._client_gone()
+        except iostream.StreamBufferFullError:
+            if self.session is not None:
+                log.warning("session %s (%s): client does not read; dropping it",
+                            sessions.short_id(self.session.id), self.name)
+                self.session.close(sessions.REASON_OVERFLOW)
+            self._close_stream()
+
+    def _client_gone(self):
+        if self.session is not None:
+            self.session.close(sessions.REASON_CLIENT)
+
+    def end(self):
+        """Send the closing frame, then close once it (and all before it) left."""
+        stream = self.stream
+        if stream is None or self._closing:
+            return
+        self._closing = True
+        if stream.closed():
+            return
+        try:
+            flushed = stream.write(_HIXIE_CLOSE)
+        except (iostream.StreamClosedError, iostream.StreamBufferFullError):
+            stream.close()
+            return
+        loop = IOLoop.current()
+        timer = loop.call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
+
+        def done(future):
+            _consume_exception(future)
+            loop.remove_timeout(timer)
+            stream.close()
+
+        flushed.add_done_callback(done)
+
+    def _close_stream(self):
+        self._closing = True
+        if self.stream is not None and not self.stream.closed():
+            self.stream.close()

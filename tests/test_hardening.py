@@ -1,0 +1,215 @@
+"""Reliability and security: hostile input, limits and faults against a real server.
+
+Every bad input is followed by a liveness check (a fresh session still echoes)
+and a check that nothing was logged with a traceback.
+"""
+import asyncio
+import logging
+import resource
+import socket
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_ws,
+                          open_xhr, post, read_ws, run, serve, tracebacks)
+
+FAST = {"xhr_polling_timeout": 0.5, "session_expiry": 0.5, "session_check_interval": 0.1}
+
+
+async def assert_alive(base):
+    sid, _ = await open_xhr(base)
+    assert (await post(base, "xhr-polling", sid, "~m~5~m~alive")).code == 200
+    response = await fetch("%s/socket.io/xhr-polling/%s/1" % (base, sid))
+    assert messages(response.body.decode()) == [("text", "alive")]
+
+
+BAD_REQUESTS = [
+    ("GET", "/socket.io/xhr-polling/" + "a" * 65 + "/1", None, 400),        # overlong id
+    ("GET", "/socket.io/xhr-polling/abc%0D%0AX-Injected:%201/1", None, 400),  # CRLF in id
+    ("GET", "/socket.io/xhr-polling/ab$cd/1", None, 400),                    # garbage id
+    ("GET", "/socket.io/xhr-polling/0123456789abcdef0123456789abcdef/1", None, 401),  # unknown
+    ("POST", "/socket.io/xhr-polling/0123456789abcdef0123456789abcdef/send", "data=~m~1~m~x", 401),
+    ("POST", "/socket.io/xhr-polling//send", "data=~m~1~m~x", 400),          # no id
+    ("PUT", "/socket.io/xhr-polling//1", "x", 405),
+    ("DELETE", "/socket.io/xhr-polling//1", None, 405),
+    ("GET", "/socket.io/no-such-transport//1", None, 404),
+    ("GET", "/socket.io/jsonp-polling//1/alert(1)", None, 400),
+    ("POST", "/socket.io/websocket", "data=x", 405),
+    ("GET", "/socket.io/websocket", None, 400),                              # no Upgrade
+    ("GET", "/socket.io/htmlfile/0123456789abcdef0123456789abcdef/1", None, 400),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status", BAD_REQUESTS)
+def test_bad_requests_get_a_clear_4xx_one_line_and_no_traceback(method, path, body, status):
+    async def go():
+        with captured_logs() as records:
+            async with serve(echo_connection(Events()), FAST) as (base, router):
+                response = await fetch(base + path, method=method, body=body,
+                                       allow_nonstandard_methods=True)
+                assert response.code == status
+                assert len(response.body) < 200
+                access = [r for r in records if r.name == "tornado.access"]
+                assert len(access) == 1 and str(status) in access[0].getMessage()
+                await assert_alive(base)
+        assert not tracebacks(records)
+    run(go())
+
+
+def test_session_ids_never_logged_in_full():
+    async def go():
+        with captured_logs(logging.DEBUG) as records:
+            async with serve(echo_connection(Events()), FAST) as (base, _):
+                sid, _ = await open_xhr(base)
+                await post(base, "xhr-polling", sid, "~m~2~m~hi")
+                await post(base, "xhr-polling", sid, "~m~9~m~bad")
+                await fetch("%s/socket.io/xhr-polling/%s/1" % (base, sid))
+        text = "\n".join(r.getMessage() for r in records)
+        assert sid[:6] in text and sid not in text
+    run(go())
+
+
+def test_huge_post_refused_before_the_body_is_sent():
+    """Headers announce 50 MiB; the 413 arrives though only 1 KiB was ever sent."""
+    async def go():
+        async with serve(echo_connection(Events()), FAST) as (base, _):
+            sid, _ = await open_xhr(base)
+            host, port = base[len("http://"):].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(("POST /socket.io/xhr-polling/%s/send HTTP/1.1\r\nHost: x\r\n"
+                          "Content-Type: application/x-www-form-urlencoded\r\n"
+                          "Content-Length: %d\r\n\r\n" % (sid, 50 << 20)).encode() + b"data=" + b"x" * 1024)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 10)
+            assert status.startswith(b"HTTP/1.1 413")
+            writer.close()
+            await assert_alive(base)
+    run(go())
+
+
+def test_chunked_post_over_the_limit_is_413():
+    async def go():
+        async with serve(echo_connection(Events()), dict(FAST, max_http_body=4096)) as (base, _):
+            sid, _ = await open_xhr(base)
+
+            async def producer(write):
+                for _ in range(64):
+                    await write(b"x" * 1024)
+
+            response = await fetch("%s/socket.io/xhr-polling/%s/send" % (base, sid), method="POST",
+                                   body_producer=producer)
+            assert response.code == 413
+            await assert_alive(base)
+    run(go())
+
+
+def test_max_sessions_gives_503_then_recovers():
+    async def go():
+        events = Events()
+        async with serve(echo_connection(events), dict(FAST, max_sessions=3)) as (base, router):
+            for _ in range(3):
+                await open_xhr(base)
+            assert (await fetch(base + "/socket.io/xhr-polling//1")).code == 503
+            await events.wait_for(lambda: len(events.closed) == 3, timeout=5)
+            await assert_alive(base)
+    run(go())
+
+
+def _raise_fd_limit(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def test_5000_abandoned_polling_sessions_all_expire_and_the_container_empties():
+    events = Events()
+
+    async def go():
+        async with serve(echo_connection(events), dict(FAST, session_expiry=1)) as (base, router):
+            client = AsyncHTTPClient(force_instance=True, max_clients=100)
+            try:
+                async def one():
+                    response = await client.fetch(base + "/socket.io/xhr-polling//1")
+                    assert response.code == 200
+                await asyncio.gather(*[one() for _ in range(5000)])
+            finally:
+                client.close()
+            assert len(events.opened) == 5000
+            await events.wait_for(lambda: len(events.closed) == 5000, timeout=20)
+            assert len(router.sessions()) == 0
+            assert not router.sessions().closing
+    run(go(), timeout=120)
+    assert len(set(events.closed)) == 5000
+
+
+def test_1000_concurrent_held_long_polls_are_released_cleanly():
+    if _raise_fd_limit(4096) < 2600:
+        pytest.skip("not enough file descriptors for 1000 client + 1000 server sockets")
+    events = Events()
+
+    async def go():
+        with captured_logs() as records:
+            async with serve(echo_connection(events), dict(FAST, session_expiry=30,
+                                                           xhr_polling_timeout=15)) as (base, router):
+                client = AsyncHTTPClient(force_instance=True, max_clients=1100)
+                try:
+                    firsts = await asyncio.gather(*[client.fetch(base + "/socket.io/xhr-polling//1")
+                                                    for _ in range(1000)])
+                    sids = [messages(r.body.decode())[0][1] for r in firsts]
+                    polls = [asyncio.ensure_future(client.fetch(
+                        "%s/socket.io/xhr-polling/%s/2" % (base, sid), request_timeout=20))
+                        for sid in sids]
+                    for _ in range(1000):  # bounded: 20 s
+                        if sum(s.has_sink for s in router.sessions()) == 1000:
+                            break
+                        await asyncio.sleep(0.02)
+                    assert sum(s.has_sink for s in router.sessions()) == 1000
+                    # Half get a message, the other half are released by closing their session.
+                    for conn in events.connections[:500]:
+                        conn.send("wake")
+                    for conn in events.connections[500:]:
+                        conn.close()
+                    responses = await asyncio.gather(*polls)
+                finally:
+                    client.close()
+                assert all(r.code == 200 for r in responses)
+                assert sum(r.body == b"~m~4~m~wake" for r in responses) == 500
+                assert sum(r.body == b"" for r in responses) == 500
+        assert not tracebacks(records)
+    run(go(), timeout=120)
+
+
+def test_session_expiring_while_a_message_is_sent_loses_nothing_it_accepted():
+    events = Events()
+
+    async def go():
+        async with serve(echo_connection(events), dict(FAST, session_expiry=0.3)) as (base, router):
+            sid, _ = await open_xhr(base)
+            conn = events.connections[0]
+            await events.wait_for(lambda: events.closed, timeout=5)
+            conn.send("too late")  # a logged no-op, no error
+            assert (await post(base, "xhr-polling", sid, "~m~1~m~x")).code == 401
+            await assert_alive(base)
+    run(go())
+
+
+def test_container_empty_after_every_kind_of_ending():
+    events = Events()
+
+    async def go():
+        settings = dict(FAST, heartbeat_interval=0.2, session_expiry=0.3)
+        async with serve(echo_connection(events), settings) as (base, router):
+            ws1, _ = await open_ws(base)
+            ws1.close()                                    # clean close
+            ws2, _ = await open_ws(base)
+            ws2.protocol.stream.close()                    # vanished
+            ws3, _ = await open_ws(base)                   # stops echoing heartbeats
+            await open_xhr(base)                           # abandoned poller
+            ws4, _ = await open_ws(base)
+            events.connections[-1].close()                 # closed by the server
+            await events.wait_for(lambda: len(events.closed) == 5, timeout=10)
+            assert len(router.sessions()) == 0 and not router.sessions().closing
+            assert router.sessions()._timer is None        # no periodic check left running
+    run(go())

@@ -2,8 +2,9 @@
 from tornadio.conn import ConnectionInfo, SocketConnection
 from tornadio.proto import DecodeError, EncodeError, ProtocolError
 from tornadio.router import get_router
+from tornadio.server import SocketServer
 
 __version__ = "1.0.0"
 
-__all__ = ["SocketConnection", "ConnectionInfo", "get_router", "ProtocolError",
+__all__ = ["SocketConnection", "ConnectionInfo", "get_router", "SocketServer", "ProtocolError",
            "DecodeError", "EncodeError", "__version__"]

@@ -1,10 +1,15 @@
 """Transports over one long-lived socket: websocket (RFC 6455) and flashsocket (hixie-76)."""
+import hashlib
 import logging
+import struct
+from datetime import timedelta
 
 import tornado.websocket
+from tornado import gen, iostream
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError
 
-from tornadio import proto, session as sessions
+from tornadio import origins, proto, session as sessions
 from tornadio.transport import Transport
 
 log = logging.getLogger("tornadio.persistent")
@@ -97,16 +102,6 @@ class WebSocketTransport(Transport):
 
 
 # -- flashsocket (hixie-76) ----------------------------------------------------
-# Imports of the flashsocket section are kept here, next to the code that uses
-# them, so that this section can be edited independently of the one above.
-import hashlib  # noqa: E402
-import struct  # noqa: E402
-from datetime import timedelta  # noqa: E402
-
-from tornado import gen, iostream  # noqa: E402
-from tornado.ioloop import IOLoop  # noqa: E402
-
-from tornadio import origins  # noqa: E402
 
 #: How long the client has to send the 8 key3 bytes after its headers.
 HANDSHAKE_TIMEOUT = 10.0
@@ -161,12 +156,6 @@ def hixie76_digest(key1, key2, key3):
 def _header_value_ok(value):
     """True for a value safe to echo into a response header line."""
     return bool(value) and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
-
-
-def _consume_exception(future):
-    """Retrieve a write future's exception so asyncio does not log it."""
-    if not future.cancelled():
-        future.exception()
 
 
 class FlashSocketTransport(Transport):
@@ -242,11 +231,9 @@ class FlashSocketTransport(Transport):
 
     async def _run(self, session, key1, key2, origin, host, request):
         self.stream = stream = self.handler.detach()
-        if self.settings["max_queue_bytes"]:
-            # Documented IOStream constructor option: write() beyond it raises
-            # StreamBufferFullError, so a client that stops reading is dropped
-            # instead of buffering without bound.
-            stream.max_write_buffer_size = self.settings["max_queue_bytes"]
+        # write() beyond max_queue_bytes raises StreamBufferFullError: a client
+        # that stops reading is dropped instead of buffering without bound.
+        limit_write_buffer(stream, self.settings)
         try:
             key3 = await gen.with_timeout(timedelta(seconds=HANDSHAKE_TIMEOUT),
                                           stream.read_bytes(8),
@@ -266,7 +253,7 @@ class FlashSocketTransport(Transport):
         digest = hixie76_digest(key1, key2, key3)
         try:
             stream.write(response.encode("latin-1") + digest).add_done_callback(
-                _consume_exception)
+                _retrieve)
         except iostream.StreamClosedError:
             session.close(sessions.REASON_CLIENT)
             return
@@ -347,7 +334,7 @@ class FlashSocketTransport(Transport):
             return
         frame = _HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END
         try:
-            stream.write(frame).add_done_callback(_consume_exception)
+            stream.write(frame).add_done_callback(_retrieve)
         except iostream.StreamClosedError:
             self._client_gone()
         except iostream.StreamBufferFullError:
@@ -378,7 +365,7 @@ class FlashSocketTransport(Transport):
         timer = loop.call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
 
         def done(future):
-            _consume_exception(future)
+            _retrieve(future)
             loop.remove_timeout(timer)
             stream.close()
 

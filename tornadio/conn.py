@@ -94,6 +94,32 @@ class SocketConnection:
         """End the session; ``on_close`` runs, the client sees a disconnect."""
         self.session.close()
 
+    # -- groups and broadcasts (tornadio.broadcast) ------------------------------
+    def broadcaster(self):
+        """The :class:`tornadio.broadcast.Broadcaster` of this connection's router."""
+        from tornadio import broadcast
+        return broadcast.of_connection(self)
+
+    def join(self, group):
+        """Enter the broadcast group ``group`` (a str); left automatically on close."""
+        return self.broadcaster().join(self, group)
+
+    def leave(self, group):
+        """Leave the broadcast group ``group``; False if not in it."""
+        return self.broadcaster().leave(self, group)
+
+    def broadcast(self, message, include_self=False):
+        """Send ``message`` to every client of the router (in every process).
+
+        Returns a :class:`tornadio.broadcast.Delivery`.
+        """
+        return self.broadcaster().send_all(message, exclude=() if include_self else (self,))
+
+    def broadcast_to(self, group, message, include_self=False):
+        """Send ``message`` to the members of ``group`` (in every process)."""
+        return self.broadcaster().send_group(group, message,
+                                           exclude=() if include_self else (self,))
+
     # -- facts ---------------------------------------------------------------
     @property
     def is_closed(self):

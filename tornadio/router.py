@@ -49,6 +49,13 @@ DEFAULT_SETTINGS = {
     "max_sessions": 100000,
     # Path of socket.io.js to serve at /<resource>/socket.io.js (None: not served).
     "client_js": None,
+    # Cross-process broadcasts (tornadio.broadcast): None keeps them in this
+    # process; or a backend object, e.g. redis_broadcast.RedisBroadcastBackend(url=...).
+    "broadcast_backend": None,
+    # Name shared by the processes serving this router (None: the connection class name).
+    "broadcast_channel": None,
+    # Seconds of history behind the per-second rates of Router.stats().
+    "stats_window": 10,
 }
 
 _SECONDS = ("session_check_interval", "session_expiry", "heartbeat_interval",
@@ -82,7 +89,17 @@ def validate_settings(settings):
                          % (", ".join(PROTOCOLS), protocols))
     merged["enabled_protocols"] = list(protocols)
     origins.validate_policy(merged["allowed_origins"])
+    _validate_scaling(merged)
     return merged
+
+
+def _validate_scaling(merged):
+    from tornadio import broadcast
+    broadcast.validate_backend(merged["broadcast_backend"])
+    broadcast.validate_channel(merged["broadcast_channel"])
+    window = merged["stats_window"]
+    if isinstance(window, bool) or not isinstance(window, numbers.Real) or window <= 0:
+        raise ValueError("setting stats_window must be a number of seconds > 0, not %r" % (window,))
 
 
 def _transport_table():
@@ -119,7 +136,21 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         """This router's session container, made on first use (inside the IOLoop)."""
         if cls._container is None:
             cls._container = sessions.SessionContainer(cls.socket_settings["session_check_interval"])
+            if cls.socket_settings.get("broadcast_backend") is not None:
+                cls.broadcaster()  # listen for other processes' broadcasts from the start
         return cls._container
+
+    @classmethod
+    def broadcaster(cls):
+        """This router's :class:`tornadio.broadcast.Broadcaster`, made on first use."""
+        from tornadio import broadcast
+        return broadcast.broadcaster_for(cls.sessions(), cls.socket_settings, cls.connection_class)
+
+    @classmethod
+    def stats(cls):
+        """Live statistics of this router as a JSON-able dict (``tornadio.stats``)."""
+        from tornadio import stats
+        return stats.router_stats(cls).snapshot()
 
     @classmethod
     def make_info(cls, request, transport):
@@ -175,7 +206,12 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         self.clear()
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish(reason)
+        finished = self.finish(reason)
+        if "upgrade" in self.request.headers.get("Connection", "").lower():
+            # A refused upgrade may have sent bytes after its headers (hixie-76 key3);
+            # they must not be read as a next request on a kept-alive connection.
+            connection = self.request.connection
+            finished.add_done_callback(lambda _: connection.close())
 
     def _request_summary(self):
         # Session ids are credentials: only a prefix reaches the log.

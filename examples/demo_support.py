@@ -1,0 +1,176 @@
+"""What the example servers share: the command line, finding the browser client,
+serving the page, and running until Ctrl-C or SIGTERM.
+
+Each example (``chatroom/``, ``ping/``, ``transports/``) is one
+``SocketConnection`` subclass plus an HTML page; everything around them lives
+here so the examples stay about Socket.IO. Run an example from anywhere, e.g.
+``python examples/chatroom/chatroom.py --port 8001``.
+"""
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import tornado.web
+
+EXAMPLES_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(EXAMPLES_DIR)
+
+try:
+    import tornadio
+except ImportError:  # a checkout that was never pip-installed: use it directly
+    sys.path.insert(0, REPO_ROOT)
+    import tornadio
+
+from tornadio.client import PATH_IN_PACKAGE as CLIENT_JS_IN_NPM, find_client_js  # noqa: E402
+from tornadio.server import SocketServer  # noqa: E402
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+#: Longest wait for open connections to finish after Ctrl-C.
+SHUTDOWN_GRACE = 2.0
+
+log = logging.getLogger("examples")
+
+
+# -- command line -----------------------------------------------------------------
+def _port(text):
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a port number" % text) from None
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError("port %d is outside 0-65535" % value)
+    return value
+
+
+def parse_args(description, argv=None, add_arguments=None):
+    """The options every example takes; ``add_arguments(parser)`` may add more."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default: %(default)s; "
+                             "0.0.0.0 lets other machines connect)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help="HTTP port for the page and Socket.IO; 0 picks a free one "
+                             "(default: %(default)s)")
+    parser.add_argument("--client-js", metavar="PATH",
+                        help="the socket.io 0.6 browser client to serve at "
+                             "/socket.io/socket.io.js (default: found under node_modules/ "
+                             "after `npm install`)")
+    parser.add_argument("--flash-policy-port", type=_port, metavar="N",
+                        help="also answer Flash socket policy requests on port N, for "
+                             "flashsocket clients (843 is the port Flash asks first and "
+                             "needs root); off by default")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every HTTP request and debug messages")
+    if add_arguments is not None:
+        add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def client_js_or_exit(args):
+    """Path of socket.io.js, or exit with a message saying how to get it."""
+    if args.client_js:
+        if not os.path.isfile(args.client_js):
+            sys.exit("error: --client-js %s: no such file. `npm install` in %s puts the "
+                     "client at %s." % (args.client_js, REPO_ROOT, CLIENT_JS_IN_NPM))
+        return os.path.abspath(args.client_js)
+    found = find_client_js(REPO_ROOT, os.getcwd())
+    if found is None:
+        sys.exit("error: the socket.io 0.6 browser client (socket.io.js) was not found.\n"
+                 "Run `npm install` in %s (it fetches socket.io@0.6.18 into node_modules/), "
+                 "or pass --client-js PATH." % REPO_ROOT)
+    return found
+
+
+# -- the application ----------------------------------------------------------------
+class PageHandler(tornado.web.RequestHandler):
+    """Serves one HTML file, read once at start-up."""
+
+    def initialize(self, body):
+        self.body = body
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def get(self):
+        self.finish(self.body)
+
+
+def make_app(connection, page_path, args, router_settings=None):
+    """``/`` serves ``page_path``; ``/socket.io/...`` is the TornadIO router.
+
+    The router also serves the client at ``/socket.io/socket.io.js`` (its
+    ``client_js`` setting), which is where the pages load it from.
+    """
+    settings = dict(router_settings or {})
+    settings["client_js"] = client_js_or_exit(args)
+    router = tornadio.get_router(connection, settings)
+    with open(page_path, "rb") as page:
+        body = page.read()
+    return tornado.web.Application(
+        [(r"/", PageHandler, {"body": body}), router.route()],
+        socket_io_address=args.host,
+        socket_io_port=args.port,
+        flash_policy_server=args.flash_policy_port is not None,
+        flash_policy_port=843 if args.flash_policy_port is None else args.flash_policy_port,
+    )
+
+
+# -- running --------------------------------------------------------------------------
+def page_url(host, port):
+    """The URL to print: a wildcard address is reachable as localhost."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = "[%s]" % host
+    return "http://%s:%d/" % (host, port)
+
+
+def run(app, title, args):
+    """Serve ``app`` until SIGINT or SIGTERM; print where to point the browser."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if not args.verbose:
+        # One access-log line per long poll drowns everything else.
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    error = asyncio.run(_serve(app, title, args))
+    if error:
+        sys.exit("error: " + error)
+
+
+async def _serve(app, title, args):
+    stop = asyncio.Event()
+    _on_stop_signals(stop.set)
+    try:
+        server = SocketServer(app, auto_start=False)
+    except OSError as exc:  # most often: the port is taken
+        where, hint = "%s port %d" % (args.host, args.port), "--port"
+        if args.flash_policy_port is not None:
+            where += " or Flash policy port %d" % args.flash_policy_port
+            hint += " / --flash-policy-port"
+        return "cannot listen on %s: %s (choose another with %s)" % (
+            where, exc.strerror or exc, hint)
+    print("%s running: open %s" % (title, page_url(args.host, server.port)), flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    # Stops listening, ends every session (on_close runs), and waits a bounded
+    # time for the browsers' connections to close.
+    await server.shutdown(SHUTDOWN_GRACE)
+
+
+def _on_stop_signals(callback):
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, callback)
+        except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(callback))

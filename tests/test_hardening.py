@@ -213,3 +213,52 @@ def test_container_empty_after_every_kind_of_ending():
             assert len(router.sessions()) == 0 and not router.sessions().closing
             assert router.sessions()._timer is None        # no periodic check left running
     run(go())
+
+
+def test_graceful_shutdown_with_200_clients_of_mixed_transports():
+    """100 websocket, 50 held xhr-polls, 25 htmlfile and 25 xhr-multipart streams."""
+    import time
+    import tornado.web
+    import tornado.websocket
+    import tornadio
+    from tornadio.server import SocketServer
+
+    events = Events()
+
+    async def go():
+        router = tornadio.get_router(echo_connection(events), dict(FAST, xhr_polling_timeout=30,
+                                                                    session_expiry=30))
+        app = tornado.web.Application([router.route()], socket_io_port=0,
+                                      socket_io_address="127.0.0.1", flash_policy_server=False)
+        server = SocketServer(app, auto_start=False)
+        base = "http://127.0.0.1:%d" % server.port
+        client = AsyncHTTPClient(force_instance=True, max_clients=200)
+        try:
+            sockets = await asyncio.gather(*[open_ws(base) for _ in range(100)])
+            firsts = await asyncio.gather(*[client.fetch(base + "/socket.io/xhr-polling//1")
+                                            for _ in range(50)])
+            polls = [asyncio.ensure_future(client.fetch(
+                "%s/socket.io/xhr-polling/%s/2" % (base, messages(r.body.decode())[0][1]),
+                request_timeout=60)) for r in firsts]
+            streams = [asyncio.ensure_future(client.fetch(
+                base + path, request_timeout=60, streaming_callback=lambda chunk: None))
+                for path in ["/socket.io/htmlfile//1"] * 25 + ["/socket.io/xhr-multipart/"] * 25]
+            await events.wait_for(lambda: len(events.opened) == 200)
+            for _ in range(500):  # bounded: until the 50 polls are held
+                if sum(s.has_sink for s in router.sessions() if s.transport == "xhr-polling") == 50:
+                    break
+                await asyncio.sleep(0.02)
+            started = time.monotonic()
+            await server.shutdown(5)
+            took = time.monotonic() - started
+            assert len(events.closed) == 200 and len(set(events.closed)) == 200
+            assert len(router.sessions()) == 0
+            # Every client learnt it: polls answered, streams ended, sockets closed.
+            for response in await asyncio.gather(*polls, *streams):
+                assert response.code == 200
+            for ws, _ in sockets:
+                assert await read_ws(ws) is None
+            assert took < 6  # shutdown(5) is bounded by its own timeout, with slack
+        finally:
+            client.close()
+    run(go(), timeout=90)

@@ -1,6 +1,6 @@
 """A Redis pub/sub broadcast backend: broadcasts reach every TornadIO process.
 
-Needs redis-py >= 4.2 (``pip install tornadio[redis]``)::
+Needs redis-py >= 5 (``pip install 'tornadio[redis]'``)::
 
     from tornadio.redis_broadcast import RedisBroadcastBackend
 
@@ -33,7 +33,6 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
 except ImportError:  # pragma: no cover - depends on the environment
     aioredis = None
 

@@ -47,7 +47,9 @@ class RouterStats:
 
     def __init__(self, router, window=None, interval=SAMPLE_INTERVAL):
         self._router_ref = weakref.ref(router)
-        self.window = float(window if window is not None else router.socket_settings["stats_window"])
+        if window is None:
+            window = router.socket_settings["stats_window"]
+        self.window = float(window)
         self.interval = interval
         self._samples = deque()
         self._timer = None

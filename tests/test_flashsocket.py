@@ -306,7 +306,7 @@ class TestBadInput(FlashTestCase):
 
     async def check_closed_on(self, data):
         client, sid = await self.connected_client()
-        with self.assertLogs("tornadio.persistent", "WARNING") as logs:
+        with self.assertLogs("tornadio", "WARNING") as logs:
             await client.send(data)
             await client.wait_closed()
             await self.wait_until(lambda: self.log.closes == [sid], "on_close")
@@ -407,7 +407,7 @@ class TestSlowReader(FlashTestCase):
     @gen_test(timeout=10)
     async def test_write_buffer_bound(self):
         client, sid = await self.connected_client()
-        with self.assertLogs("tornadio.persistent", "WARNING") as logs:
+        with self.assertLogs("tornadio", "WARNING") as logs:
             await client.send_frame(frame("flood"))  # 600 kB in one flush
             received = await client.wait_closed()
             await self.wait_until(lambda: self.log.closes == [sid], "on_close")

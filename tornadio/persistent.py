@@ -62,17 +62,9 @@ class WebSocketTransport(Transport):
         if session is None or session.is_closed:
             return
         if isinstance(message, bytes):
-            self._refuse(session, "binary WebSocket message")
+            self.refuse(session, "binary WebSocket message")
             return
-        try:
-            session.receive(message)
-        except proto.DecodeError as exc:
-            self._refuse(session, exc.reason)
-
-    def _refuse(self, session, reason):
-        log.warning("session %s (%s): closing on bad input: %s",
-                    sessions.short_id(session.id), self.name, reason)
-        session.close(sessions.REASON_BAD_INPUT)
+        self.receive_or_refuse(session, message)
 
     def on_connection_lost(self):
         if self.session is not None:
@@ -280,7 +272,7 @@ class FlashSocketTransport(Transport):
                         # Past max_bytes without the end marker, IOStream closes
                         # the stream and names the reason in real_error.
                         if isinstance(exc.real_error, iostream.UnsatisfiableReadError):
-                            self._refuse(session, "frame longer than %d bytes" % limit)
+                            self.refuse(session, "frame longer than %d bytes" % limit)
                             return
                         raise
                     if session.is_closed:
@@ -288,17 +280,14 @@ class FlashSocketTransport(Transport):
                     try:
                         text = data[:-1].decode("utf-8")
                     except UnicodeDecodeError:
-                        self._refuse(session, "frame is not valid UTF-8")
+                        self.refuse(session, "frame is not valid UTF-8")
                         return
-                    try:
-                        session.receive(text)
-                    except proto.DecodeError as exc:
-                        self._refuse(session, exc.reason)
+                    if not self.receive_or_refuse(session, text):
                         return
                 elif kind == _HIXIE_FRAME_END:
                     second = await stream.read_bytes(1)
                     if second != b"\x00":
-                        self._refuse(session, "unsupported frame type 0xff 0x%02x" % second[0])
+                        self.refuse(session, "unsupported frame type 0xff 0x%02x" % second[0])
                         return
                     # The client's closing handshake: end() answers it with
                     # 0xFF 0x00 and closes the stream once that is sent.
@@ -308,7 +297,7 @@ class FlashSocketTransport(Transport):
                         session.close(sessions.REASON_CLIENT)
                     return
                 else:
-                    self._refuse(session, "unexpected frame type 0x%02x" % kind[0])
+                    self.refuse(session, "unexpected frame type 0x%02x" % kind[0])
                     return
         except iostream.StreamClosedError:
             session.close(sessions.REASON_CLIENT)

@@ -3,7 +3,7 @@ import inspect
 import logging
 import re
 
-from tornadio import session as sessions
+from tornadio import proto, session as sessions
 
 log = logging.getLogger("tornadio.transport")
 
@@ -65,6 +65,21 @@ class Transport:
             self.fail(401, "session belongs to transport %s" % session.transport)
             return None
         return session
+
+    def receive_or_refuse(self, session, payload):
+        """Hand a socket payload to the session; malformed ones close it. False if closed."""
+        try:
+            session.receive(payload)
+        except proto.DecodeError as exc:
+            self.refuse(session, exc.reason)
+            return False
+        return True
+
+    def refuse(self, session, reason):
+        """Close a session over bad input, with the one log line that says why."""
+        log.warning("session %s (%s): closing on bad input: %s",
+                    sessions.short_id(session.id), self.name, reason)
+        session.close(sessions.REASON_BAD_INPUT)
 
     def fail(self, status, reason):
         """Answer an HTTP error with a short body; the access log line carries the reason."""

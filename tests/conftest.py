@@ -38,6 +38,8 @@ def pytest_configure(config):
         "regex are expected (no pattern: all errors are)")
     config.addinivalue_line(
         "markers", "server_settings(**settings): router settings for the echo_server fixture")
+    config.addinivalue_line(
+        "markers", "foreign_page: the page's origin is not in the socket server's allow-list")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -35,6 +35,14 @@ def _entry_matches(entry, scheme, host, port):
     return entry_port in ("", "*") or int(entry_port) == port
 
 
+def origin_of(url):
+    """``scheme://host[:port]`` of a URL such as a Referer, or None."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return "%s://%s" % (parts.scheme, parts.netloc)
+
+
 def origin_allowed(policy, origin):
     """Whether a browser page at ``origin`` may talk to this server."""
     if policy is None:

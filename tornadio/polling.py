@@ -256,10 +256,29 @@ class JSONPPollingTransport(LongPollingTransport):
         return True
 
     def _valid_get_tail(self, session_id, tail):
-        return self._index_from(tail)
+        return self._index_from(tail) and self._site_allowed()
 
     def _valid_post_tail(self, tail):
-        return self._index_from(tail)
+        return self._index_from(tail) and self._site_allowed()
+
+    def _site_allowed(self):
+        """With ``jsonp_cross_site`` off, refuse pages of other sites (SECURITY.rst).
+
+        ``<script>`` ignores CORS, so the browser's ``Sec-Fetch-Site`` is the
+        signal; a cross-site page whose Referer origin is in ``allowed_origins``
+        is still let in.
+        """
+        if self.settings["jsonp_cross_site"]:
+            return True
+        headers = self.handler.request.headers
+        if headers.get("Sec-Fetch-Site") != "cross-site":
+            return True
+        policy = self.settings["allowed_origins"]
+        referer = origins.origin_of(headers.get("Referer", ""))
+        if policy is not None and referer and origins.origin_allowed(policy, referer):
+            return True
+        self.fail(403, "cross-site jsonp-polling refused")
+        return False
 
     def write_payload(self, payload):
         self.handler.set_header("X-Content-Type-Options", "nosniff")

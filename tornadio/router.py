@@ -37,6 +37,9 @@ DEFAULT_SETTINGS = {
     "xhr_polling_timeout": 20,
     # Origin policy, see tornadio.origins: None (any), a list, or a callable.
     "allowed_origins": None,
+    # False: jsonp-polling refuses pages of other sites (Sec-Fetch-Site: cross-site)
+    # unless their Referer origin is in allowed_origins. See SECURITY.rst.
+    "jsonp_cross_site": True,
     # Largest POST body accepted (413 beyond, nothing buffered past it).
     "max_http_body": 1 << 20,
     # Largest WebSocket message accepted (Tornado closes the socket beyond).
@@ -83,6 +86,8 @@ def validate_settings(settings):
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError("setting %s must be an integer >= 0, not %r" % (name, value))
+    if not isinstance(merged["jsonp_cross_site"], bool):
+        raise ValueError("setting jsonp_cross_site must be True or False")
     protocols = merged["enabled_protocols"]
     if isinstance(protocols, str) or not all(p in PROTOCOLS for p in protocols):
         raise ValueError("enabled_protocols must be a list drawn from %s, not %r"

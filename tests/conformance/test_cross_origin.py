@@ -47,3 +47,40 @@ def test_page_from_a_disallowed_origin_never_connects(two_servers, page, transpo
     client.wait_event("connect_failed", timeout=10000)
     assert client.count("connect") == 0
     assert recorder.transports() == []
+
+
+@pytest.fixture
+def jsonp_guarded(request):
+    """A socket server with jsonp_cross_site off; the page is served on 127.0.0.1
+    and the socket addressed as localhost, a different site for the browser."""
+    allow_page = request.param
+    page_thread = ServerThread("page-server")
+    page_port = page_thread.start(lambda: make_app(Recorder()))
+    settings = {"jsonp_cross_site": False}
+    if allow_page:
+        settings["allowed_origins"] = ["http://127.0.0.1:%d" % page_port]
+    recorder = Recorder()
+    socket_thread = ServerThread("socket-server")
+    socket_port = socket_thread.start(lambda: make_app(recorder, settings))
+    try:
+        yield page_port, socket_port, recorder, allow_page
+    finally:
+        socket_thread.stop()
+        page_thread.stop()
+
+
+@pytest.mark.allow_console_errors()
+@pytest.mark.parametrize("jsonp_guarded", [False, True], indirect=True,
+                         ids=["unlisted-page", "listed-page"])
+def test_cross_site_jsonp_refused_unless_the_page_is_allowed(jsonp_guarded, page):
+    page_port, socket_port, recorder, allow_page = jsonp_guarded
+    client = BrowserClient(page, page_port, page.console_log)
+    client.connect("jsonp-polling", wait=False, host="localhost", port=socket_port,
+                   connectTimeout=2000)
+    if allow_page:
+        client.wait_event("connect")
+        client.send("through")
+        assert client.wait_messages(1) == ["through"]
+    else:
+        client.wait_event("connect_failed", timeout=10000)
+        assert recorder.transports() == []

@@ -19,6 +19,7 @@ setup(
             "websocket-client",
             "redis",
             "simplejson",
+            "docutils",
         ],
     },
 )

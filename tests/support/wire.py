@@ -36,7 +36,15 @@ class Events:
         self.closed = []
         self.messages = []
         self.connections = []
-        self.changed = asyncio.Event()
+        self._changed = None
+
+    @property
+    def changed(self):
+        # Made on first use, inside the running loop (Python 3.9 binds an Event
+        # to the loop current at construction).
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
 
     def note(self, where, item):
         where.append(item)

@@ -106,20 +106,23 @@ def make_app(connection, page_path, args, router_settings=None):
     """``/`` serves ``page_path``; ``/socket.io/...`` is the TornadIO router.
 
     The router also serves the client at ``/socket.io/socket.io.js`` (its
-    ``client_js`` setting), which is where the pages load it from.
+    ``client_js`` setting), which is where the pages load it from. The router
+    class is ``app.socket_io_router`` (for its ``broadcaster()``, say).
     """
     settings = dict(router_settings or {})
     settings["client_js"] = client_js_or_exit(args)
     router = tornadio.get_router(connection, settings)
     with open(page_path, "rb") as page:
         body = page.read()
-    return tornado.web.Application(
+    app = tornado.web.Application(
         [(r"/", PageHandler, {"body": body}), router.route()],
         socket_io_address=args.host,
         socket_io_port=args.port,
         flash_policy_server=args.flash_policy_port is not None,
         flash_policy_port=843 if args.flash_policy_port is None else args.flash_policy_port,
     )
+    app.socket_io_router = router
+    return app
 
 
 # -- running --------------------------------------------------------------------------
@@ -134,37 +137,50 @@ def page_url(host, port):
     return "http://%s:%d/" % (host, port)
 
 
-def run(app, title, args):
-    """Serve ``app`` until SIGINT or SIGTERM; print where to point the browser."""
+def run(app, title, args, on_start=None, on_stop=None):
+    """Serve ``app`` until SIGINT or SIGTERM; print where to point the browser.
+
+    ``on_start()`` and ``on_stop()`` are optional coroutine functions, awaited
+    inside the event loop: ``on_start`` before listening (it returns None, or a
+    message saying why the example cannot start), ``on_stop`` last, after the
+    sessions have ended, whether the example started or not.
+    """
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if not args.verbose:
         # One access-log line per long poll drowns everything else.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    error = asyncio.run(_serve(app, title, args))
+    error = asyncio.run(_serve(app, title, args, on_start, on_stop))
     if error:
         sys.exit("error: " + error)
 
 
-async def _serve(app, title, args):
+async def _serve(app, title, args, on_start, on_stop):
     stop = asyncio.Event()
     _on_stop_signals(stop.set)
     try:
-        server = SocketServer(app, auto_start=False)
-    except OSError as exc:  # most often: the port is taken
-        where, hint = "%s port %d" % (args.host, args.port), "--port"
-        if args.flash_policy_port is not None:
-            where += " or Flash policy port %d" % args.flash_policy_port
-            hint += " / --flash-policy-port"
-        return "cannot listen on %s: %s (choose another with %s)" % (
-            where, exc.strerror or exc, hint)
-    print("%s running: open %s" % (title, page_url(args.host, server.port)), flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
-    await stop.wait()
-    log.info("shutting down")
-    # Stops listening, ends every session (on_close runs), and waits a bounded
-    # time for the browsers' connections to close.
-    await server.shutdown(SHUTDOWN_GRACE)
+        error = await on_start() if on_start is not None else None
+        if error:
+            return error
+        try:
+            server = SocketServer(app, auto_start=False)
+        except OSError as exc:  # most often: the port is taken
+            where, hint = "%s port %d" % (args.host, args.port), "--port"
+            if args.flash_policy_port is not None:
+                where += " or Flash policy port %d" % args.flash_policy_port
+                hint += " / --flash-policy-port"
+            return "cannot listen on %s: %s (choose another with %s)" % (
+                where, exc.strerror or exc, hint)
+        print("%s running: open %s" % (title, page_url(args.host, server.port)), flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+        # Stops listening, ends every session (on_close runs), and waits a bounded
+        # time for the browsers' connections to close.
+        await server.shutdown(SHUTDOWN_GRACE)
+    finally:
+        if on_stop is not None:
+            await on_stop()
 
 
 def _on_stop_signals(callback):

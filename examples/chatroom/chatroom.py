@@ -1,6 +1,6 @@
 """A chat room: pick a nickname, talk to everyone else who has the page open.
 
-    python examples/chatroom/chatroom.py [--host H] [--port N]
+    python examples/chatroom/chatroom.py [--host H] [--port N] [--redis URL]
 
 Open the printed URL in several browser windows. Messages between page and
 server are JSON objects with a ``type``:
@@ -16,17 +16,32 @@ A reconnect is a brand-new Socket.IO session, so the page sends its "join"
 again after every (re)connect, with the same random ``client`` id. The server
 uses that id to retire the stale session of the same page quietly, instead of
 announcing "ada left" a while after "ada joined".
+
+Everyone who joined is in the broadcast group "room" of the router's
+Broadcaster, which carries every announcement and message. By default one
+process is one room. With ``--redis URL`` any number of processes (behind
+nginx: examples/README.md) are one room: the Broadcaster gets a Redis backend,
+so messages reach the people of every process, and who is here is kept in
+Redis too (roster.py).
 """
+import argparse
+import contextlib
+import logging
 import os
 import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # examples/, for demo_support
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # roster; examples/, for demo_support
 
 import demo_support  # noqa: E402
 import tornadio  # noqa: E402
+from roster import RedisRoster, Roster, RosterError  # noqa: E402
 
+log = logging.getLogger("chatroom")
+
+#: The broadcast group of everyone who joined.
+ROOM = "room"
 MAX_NICKNAME = 24
 MAX_TEXT = 1000
 _CLIENT_ID = re.compile(r"[0-9A-Za-z]{8,64}\Z")
@@ -52,86 +67,133 @@ def clean_text(value, limit):
 
 
 class ChatConnection(tornadio.SocketConnection):
-    #: Everyone who has joined, on every transport. One process, one room.
-    participants = set()
+    #: Who is here: this process's people (Roster), or with --redis every
+    #: process's (RedisRoster, set by main()).
+    roster = Roster()
 
     def on_open(self, request, *args, **kwargs):
         self.nickname = None
-        self.client_id = None
+        self.key = None        # the page's client id, else the session id
+        self.in_room = False
 
-    def on_message(self, message):
+    async def on_message(self, message):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "join":
-            self.join(message.get("nickname"), message.get("client"))
+            await self.enter_room(message.get("nickname"), message.get("client"))
         elif kind == "say":
             self.say(message.get("text"))
         else:
             self.send({"type": "error", "text": "unknown message"})
 
     def on_close(self):
-        if self in self.participants:
-            self.participants.discard(self)
-            self.broadcast({"type": "left", "nickname": self.nickname,
-                            "people": self.roster()})
+        if self.key is not None:
+            self.roster.spawn(self.leave_room())
 
     # -- the room ------------------------------------------------------------------
-    def join(self, nickname, client_id):
+    async def enter_room(self, nickname, client_id):
         nickname = clean_text(nickname, MAX_NICKNAME)
         if nickname is None or _CONTROL.search(nickname):
             self.send({"type": "error",
                        "text": "a nickname is 1 to %d printable characters" % MAX_NICKNAME})
             return
-        if self in self.participants:
+        if self.in_room:
             self.send({"type": "error", "text": "already joined"})
             return
         self.nickname = nickname
         valid_id = isinstance(client_id, str) and _CLIENT_ID.match(client_id)
-        self.client_id = client_id if valid_id else None
-        replaced = self.retire_stale_sessions()
-        self.participants.add(self)
-        people = self.roster()
+        self.key = client_id if valid_id else self.session_id
+        try:
+            replaced = await self.roster.enter(self)  # closes a stale session of this page
+            people = await self.roster.people()
+        except RosterError as exc:  # only with --redis: Redis is unreachable
+            log.warning("%r could not join: %s", nickname, exc)
+            with contextlib.suppress(RosterError):
+                await self.roster.leave(self)
+            self.send({"type": "error", "text": "the room is unavailable; try again shortly"})
+            return
+        self.in_room = True
+        self.join(ROOM)
         self.send({"type": "welcome", "nickname": nickname, "transport": self.transport,
                    "people": people})
-        self.broadcast({"type": "rejoined" if replaced else "joined", "nickname": nickname,
-                        "transport": self.transport, "people": people}, skip=self)
+        self.broadcast_to(ROOM, {"type": "rejoined" if replaced else "joined",
+                                 "nickname": nickname, "transport": self.transport,
+                                 "people": people})
 
-    def retire_stale_sessions(self):
-        """Close older sessions of this same page (it reconnected); True if any."""
-        if self.client_id is None:
-            return False
-        stale = [p for p in self.participants if p.client_id == self.client_id]
-        for old in stale:
-            self.participants.discard(old)  # first, so its on_close stays silent
-            old.close()
-        return bool(stale)
+    async def leave_room(self):
+        if await self.roster.leave(self):
+            await announce_left(self.broadcaster(), self.nickname)
 
     def say(self, text):
-        if self not in self.participants:
+        if not self.in_room:
             self.send({"type": "error", "text": "pick a nickname first"})
             return
         text = clean_text(text, MAX_TEXT)
         if text is None:
             self.send({"type": "error", "text": "a message is 1 to %d characters" % MAX_TEXT})
             return
-        self.broadcast({"type": "said", "nickname": self.nickname, "text": text})
+        self.broadcast_to(ROOM, {"type": "said", "nickname": self.nickname, "text": text},
+                          include_self=True)
 
-    @classmethod
-    def roster(cls):
-        return sorted(({"nickname": p.nickname, "transport": p.transport}
-                       for p in cls.participants),
-                      key=lambda person: (person["nickname"].casefold(), person["transport"]))
 
-    @classmethod
-    def broadcast(cls, message, skip=None):
-        for person in list(cls.participants):
-            if person is not skip:
-                person.send(message)
+async def announce_left(broadcaster, nickname):
+    """Tell the room, in every process, that ``nickname`` left."""
+    people = await ChatConnection.roster.people()
+    await broadcaster.send_group(ROOM, {"type": "left", "nickname": nickname, "people": people})
+
+
+# -- command line ------------------------------------------------------------------
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+    if not 0.5 <= value <= 3600:
+        raise argparse.ArgumentTypeError("%g is outside 0.5-3600 seconds" % value)
+    return value
+
+
+def add_arguments(parser):
+    parser.add_argument("--redis", metavar="URL",
+                        help="share the room with every process started with the same URL, "
+                             "e.g. redis://127.0.0.1:6379/0 (default: this process only)")
+    parser.add_argument("--redis-ttl", type=_seconds, default=15.0, metavar="SECONDS",
+                        help="with --redis: a process silent this long is gone, and so are "
+                             "its people (default: %(default)g)")
 
 
 def main(argv=None):
-    args = demo_support.parse_args("TornadIO chat room example.", argv)
-    app = demo_support.make_app(ChatConnection, os.path.join(HERE, "chatroom.html"), args)
-    demo_support.run(app, "Chatroom", args)
+    args = demo_support.parse_args("TornadIO chat room example.", argv, add_arguments)
+    settings = {}
+    if args.redis:
+        try:
+            from tornadio.redis_broadcast import RedisBroadcastBackend
+            ChatConnection.roster = RedisRoster(args.redis, ttl=args.redis_ttl)
+        except ImportError:
+            sys.exit("error: --redis needs redis-py: pip install 'tornadio[redis]'")
+        except ValueError as exc:  # a URL redis-py cannot use
+            sys.exit("error: --redis %s: %s" % (args.redis, exc))
+        settings["broadcast_backend"] = RedisBroadcastBackend(url=args.redis,
+                                                              channel_prefix="chatroom")
+    app = demo_support.make_app(ChatConnection, os.path.join(HERE, "chatroom.html"), args,
+                                settings)
+    broadcaster = app.socket_io_router.broadcaster
+    roster = ChatConnection.roster
+
+    async def start():
+        if not await broadcaster().ready(timeout=5.0):
+            return "cannot subscribe to Redis at %s" % args.redis
+        try:
+            await roster.start(lambda nickname: announce_left(broadcaster(), nickname))
+        except RosterError as exc:
+            return "cannot use Redis at %s for the roster (%s)" % (args.redis, exc)
+        return None
+
+    async def stop():
+        await roster.stop()
+        if broadcaster().backend is not None:
+            await broadcaster().backend.close()
+
+    demo_support.run(app, "Chatroom", args, on_start=start, on_stop=stop)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ serving the page, and running until Ctrl-C or SIGTERM.
 
 Each example (``chatroom/``, ``ping/``, ``transports/``) is one
 ``SocketConnection`` subclass plus an HTML page; everything around them lives
-here so the examples stay about Socket.IO. Run an example from anywhere, e.g.
-``python examples/chatroom/chatroom.py --port 8001``.
+here so the examples stay about Socket.IO; what the pages share
+(``static/common.css``, ``static/common.js``) is served at ``/static/``. Run an
+example from anywhere, e.g. ``python examples/chatroom/chatroom.py --port 8001``.
 """
 import argparse
 import asyncio
@@ -17,6 +18,8 @@ import tornado.web
 
 EXAMPLES_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(EXAMPLES_DIR)
+#: Served at /static/: the stylesheet and script every page links.
+STATIC_DIR = os.path.join(EXAMPLES_DIR, "static")
 
 try:
     import tornadio
@@ -102,8 +105,18 @@ class PageHandler(tornado.web.RequestHandler):
         self.finish(self.body)
 
 
+class StaticHandler(tornado.web.StaticFileHandler):
+    """``examples/static/``, revalidated on every load like the pages (an edit
+    shows on reload; unchanged files cost a 304)."""
+
+    def set_extra_headers(self, path):
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+
 def make_app(connection, page_path, args, router_settings=None):
-    """``/`` serves ``page_path``; ``/socket.io/...`` is the TornadIO router.
+    """``/`` serves ``page_path``, ``/static/...`` the files in ``STATIC_DIR``;
+    ``/socket.io/...`` is the TornadIO router.
 
     The router also serves the client at ``/socket.io/socket.io.js`` (its
     ``client_js`` setting), which is where the pages load it from. The router
@@ -115,7 +128,9 @@ def make_app(connection, page_path, args, router_settings=None):
     with open(page_path, "rb") as page:
         body = page.read()
     app = tornado.web.Application(
-        [(r"/", PageHandler, {"body": body}), router.route()],
+        [(r"/", PageHandler, {"body": body}),
+         (r"/static/(.*)", StaticHandler, {"path": STATIC_DIR}),
+         router.route()],
         socket_io_address=args.host,
         socket_io_port=args.port,
         flash_policy_server=args.flash_policy_port is not None,

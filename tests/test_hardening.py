@@ -9,6 +9,7 @@ import resource
 import socket
 
 import pytest
+import tornadio
 from tornado.httpclient import AsyncHTTPClient
 
 from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_ws,
@@ -262,3 +263,97 @@ def test_graceful_shutdown_with_200_clients_of_mixed_transports():
         finally:
             client.close()
     run(go(), timeout=90)
+
+
+def test_aborted_posts_leave_no_request_task_behind():
+    async def go():
+        async with serve(echo_connection(Events()), dict(FAST, session_expiry=10)) as (base, _):
+            sid, _ = await open_xhr(base)
+            await asyncio.sleep(0.05)
+            baseline = len(asyncio.all_tasks())
+            host, port = base[len("http://"):].split(":")
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(("POST /socket.io/xhr-polling/%s/send HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 500000\r\n\r\n" % sid).encode() + b"data=" + b"x" * 1000)
+                await writer.drain()
+                writer.close()
+            for _ in range(100):  # bounded: 2 s for the server to see the closes
+                if len(asyncio.all_tasks()) <= baseline:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(asyncio.all_tasks()) <= baseline
+            await assert_alive(base)
+    run(go())
+
+
+def test_slow_coroutine_on_message_holds_the_reader_instead_of_queueing():
+    depth = []
+
+    class Slow(tornadio.SocketConnection):
+        async def on_message(self, message):
+            depth.append(len(self.session._inbox))
+            await asyncio.sleep(0.002)
+            self.send(message)
+
+    async def go():
+        async with serve(Slow) as (base, _):
+            ws, _ = await open_ws(base)
+            for i in range(200):
+                ws.write_message("~m~%d~m~%d" % (len(str(i)), i))
+            got = []
+            while len(got) < 200:
+                got += [data for _, data in await read_ws(ws)]
+            assert got == [str(i) for i in range(200)]
+            ws.close()
+    run(go())
+    # One WebSocket message carries one frame here: nothing ever waits behind the one running.
+    assert max(depth) == 0
+
+
+def test_inbox_is_capped_for_one_huge_batch():
+    from tornadio import session as sessions
+
+    class Slow(tornadio.SocketConnection):
+        async def on_message(self, message):
+            await asyncio.sleep(1)
+
+    async def go():
+        with captured_logs() as records:
+            async with serve(Slow, {"max_websocket_message": 1 << 22}) as (base, router):
+                ws, _ = await open_ws(base)
+                ws.write_message("~m~1~m~x" * (sessions.MAX_INBOX + 10))
+                assert await read_ws(ws) is None
+        assert any("wait for on_message" in r.getMessage() for r in records)
+    run(go())
+
+
+@pytest.mark.parametrize("origin", ["http://[abc", "http://x:99999", "ftp://", "null"])
+def test_malformed_origins_are_refused_not_crashed(origin):
+    async def go():
+        settings = dict(FAST, allowed_origins=["http://ok.example"], jsonp_cross_site=False)
+        with captured_logs() as records:
+            async with serve(echo_connection(Events()), settings) as (base, _):
+                for path in ("/socket.io/xhr-polling//1", "/socket.io/jsonp-polling//1/0"):
+                    response = await fetch(base + path, headers={
+                        "Origin": origin, "Referer": origin, "Sec-Fetch-Site": "cross-site"})
+                    assert response.code == 403
+                await assert_alive(base)
+        assert not tracebacks(records)
+    run(go())
+
+
+def test_a_post_to_a_closed_session_does_not_eat_its_last_words():
+    events = Events()
+
+    async def go():
+        async with serve(echo_connection(events), dict(FAST, session_expiry=5)) as (base, _):
+            sid, _ = await open_xhr(base)
+            conn = events.connections[0]
+            conn.send("bye")
+            conn.close()
+            assert (await post(base, "xhr-polling", sid, "~m~1~m~x")).code == 401
+            response = await fetch("%s/socket.io/xhr-polling/%s/2" % (base, sid))
+            assert messages(response.body.decode()) == [("text", "bye")]
+            assert (await fetch("%s/socket.io/xhr-polling/%s/3" % (base, sid))).code == 401
+    run(go())

@@ -258,3 +258,49 @@ def test_client_script_served_with_etag_and_304(tmp_path):
 def test_missing_client_script_is_one_clear_error():
     with pytest.raises(FileNotFoundError, match="npm install socket.io@0.6.18"):
         tornadio.get_router(Quiet, {"client_js": "/nonexistent/socket.io.js"})
+
+
+def test_on_open_that_raises_refuses_the_client():
+    closed = []
+
+    class Crashing(tornadio.SocketConnection):
+        def on_open(self, request, *args, **kwargs):
+            raise RuntimeError("auth backend down")
+
+        def on_message(self, message):
+            pass
+
+        def on_close(self):
+            closed.append(1)
+
+    async def body():
+        with captured_logs() as records:
+            async with serve(Crashing) as (base, router):
+                assert (await fetch(base + "/socket.io/xhr-polling//1")).code == 403
+                ws = await tornado.websocket.websocket_connect(
+                    base.replace("http", "ws") + "/socket.io/websocket")
+                assert await ws.read_message() is None
+                assert len(router.sessions()) == 0
+        assert sum("on_open" in r.getMessage() for r in tracebacks(records)) == 2
+    run(body())
+    assert closed == []
+
+
+def test_messages_in_counts_each_message_once():
+    class Slow(tornadio.SocketConnection):
+        async def on_message(self, message):
+            await asyncio.sleep(0.001)
+
+    async def body():
+        async with serve(Slow) as (base, router):
+            ws, _ = await open_ws(base)
+            for _ in range(50):
+                ws.write_message("~m~1~m~a~m~1~m~b")
+            for _ in range(200):
+                if router.sessions().messages_in >= 100:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert router.sessions().messages_in == 100
+            ws.close()
+    run(body())

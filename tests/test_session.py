@@ -62,7 +62,7 @@ def test_sid_comes_first_then_what_on_open_sent():
     async def body():
         session = make()
         session.connection.on_open = lambda request, *a, **k: session.connection.send("hi")
-        assert session.open(None, (), {}) is True
+        assert await session.open(None, (), {}) is True
         sink = Sink(once=True)
         session.attach(sink)
         assert messages(sink.payloads[0]) == [session.id, "hi"]
@@ -76,7 +76,7 @@ def messages(payload):
 def test_sends_in_one_iteration_are_flushed_as_one_payload_in_order():
     async def body():
         session = make(transport="websocket")
-        session.open(None, (), {})
+        await session.open(None, (), {})
         sink = Sink()
         session.attach(sink)
         for i in range(500):
@@ -90,7 +90,7 @@ def test_sends_in_one_iteration_are_flushed_as_one_payload_in_order():
 def test_close_is_idempotent_and_on_close_runs_once():
     async def body():
         session = make()
-        session.open(None, (), {})
+        await session.open(None, (), {})
         session.close()
         session.close(sessions.REASON_EXPIRED)
         assert session.connection.closes == 1
@@ -103,7 +103,7 @@ def test_close_is_idempotent_and_on_close_runs_once():
 def test_receive_dispatches_in_order_and_rejects_malformed_whole():
     async def body():
         session = make()
-        session.open(None, (), {})
+        await session.open(None, (), {})
         session.receive("~m~1~m~a~m~8~m~~j~[1,2]")
         assert session.connection.got == ["a", [1, 2]]
         with pytest.raises(proto.DecodeError):
@@ -118,7 +118,7 @@ def test_receive_dispatches_in_order_and_rejects_malformed_whole():
 def test_heartbeat_echo_keeps_session_missing_echo_closes():
     async def body():
         session = make(transport="websocket", heartbeat_interval=0.05)
-        session.open(None, (), {})
+        await session.open(None, (), {})
         sink = Sink()
         session.attach(sink)
         session.start_heartbeats()
@@ -144,7 +144,7 @@ def test_container_expires_only_what_is_due():
         now = time.monotonic()
         live = [make(container) for _ in range(2000)]
         for s in live:
-            s.open(None, (), {})
+            await s.open(None, (), {})
             container.set_deadline(s, now + 1000)
         due = live[:10]
         for s in due:
@@ -178,7 +178,7 @@ def test_polling_session_kept_while_a_get_is_held():
     async def body():
         container = sessions.SessionContainer()
         session = make(container, xhr_polling_timeout=0.01, session_expiry=0.01)
-        session.open(None, (), {})
+        await session.open(None, (), {})
         first = Sink(once=True)
         session.attach(first)  # gets the id, detaches
         held = Sink(once=True)
@@ -194,7 +194,7 @@ def test_leftovers_of_a_closed_polling_session_wait_for_the_next_poll():
         container = sessions.SessionContainer()
         session = make(container)
         session.keeps_leftovers = True
-        session.open(None, (), {})
+        await session.open(None, (), {})
         session.attach(Sink(once=True))
         session.send("bye")
         session.close()
@@ -207,7 +207,7 @@ def test_leftovers_of_a_closed_polling_session_wait_for_the_next_poll():
 def test_queue_cap_closes_a_client_that_does_not_poll():
     async def body():
         session = make(max_queue_bytes=1000)
-        session.open(None, (), {})
+        await session.open(None, (), {})
         session.attach(Sink(once=True))
         for _ in range(100):
             session.send("x" * 50)

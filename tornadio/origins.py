@@ -10,15 +10,16 @@ from urllib.parse import urlsplit
 
 
 def _split(origin):
-    parts = urlsplit(origin)
-    if not parts.scheme or not parts.hostname:
-        return None
-    default = 443 if parts.scheme in ("https", "wss") else 80
     try:
-        port = parts.port or default
-    except ValueError:
+        parts = urlsplit(origin)
+        hostname = parts.hostname
+        port = parts.port
+    except ValueError:  # e.g. "http://[abc": an attacker's header, not our error
         return None
-    return parts.scheme, parts.hostname.lower(), port
+    if not parts.scheme or not hostname:
+        return None
+    port = port or (443 if parts.scheme in ("https", "wss") else 80)
+    return parts.scheme, hostname.lower(), port
 
 
 def _entry_matches(entry, scheme, host, port):
@@ -37,7 +38,10 @@ def _entry_matches(entry, scheme, host, port):
 
 def origin_of(url):
     """``scheme://host[:port]`` of a URL such as a Referer, or None."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
     if not parts.scheme or not parts.netloc:
         return None
     return "%s://%s" % (parts.scheme, parts.netloc)

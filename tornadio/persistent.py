@@ -63,8 +63,9 @@ class WebSocketTransport(Transport):
             return
         if isinstance(message, bytes):
             self.refuse(session, "binary WebSocket message")
-            return
-        self.receive_or_refuse(session, message)
+            return None
+        # A returned future makes Tornado hold further frames until it resolves.
+        return self.receive_or_refuse(session, message)
 
     def on_connection_lost(self):
         if self.session is not None:
@@ -282,7 +283,10 @@ class FlashSocketTransport(Transport):
                     except UnicodeDecodeError:
                         self.refuse(session, "frame is not valid UTF-8")
                         return
-                    if not self.receive_or_refuse(session, text):
+                    waiter = self.receive_or_refuse(session, text)
+                    if waiter is not None:
+                        await waiter
+                    if session.is_closed:
                         return
                 elif kind == _HIXIE_FRAME_END:
                     second = await stream.read_bytes(1)
@@ -301,12 +305,6 @@ class FlashSocketTransport(Transport):
                     return
         except iostream.StreamClosedError:
             session.close(sessions.REASON_CLIENT)
-
-    def _refuse(self, session, reason):
-        log.warning("session %s (%s): closing on bad input: %s",
-                    sessions.short_id(session.id), self.name, reason)
-        session.close(sessions.REASON_BAD_INPUT)
-        self._close_stream()
 
     def on_connection_lost(self):
         # Tornado only calls this before the stream is detached.

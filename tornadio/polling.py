@@ -7,6 +7,7 @@ how a GET is answered and how a payload is wrapped (PROTOCOL.md §4.3–§4.6).
 import asyncio
 import json
 import logging
+import secrets
 from urllib.parse import unquote_to_bytes
 
 from tornado.ioloop import IOLoop
@@ -114,7 +115,7 @@ class HttpTransport(Transport):
             return
         await self.start(session)
 
-    def post(self, rest):
+    async def post(self, rest):
         if not self._allow_origin():
             return
         session_id, tail = self._split(rest)
@@ -134,10 +135,14 @@ class HttpTransport(Transport):
         if self.normalise_crlf:
             payload = payload.replace("\r\n", "\n")
         try:
-            session.receive(payload)
+            waiter = session.receive(payload)
         except proto.DecodeError as exc:
             self.fail(400, "malformed payload: %s" % exc.reason)
             return
+        if waiter is not None:
+            # The client sends its next POST only after this answer: waiting for
+            # a slow on_message to catch up is the back-pressure.
+            await waiter
         self.handler.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.handler.finish("ok")
 
@@ -352,13 +357,22 @@ class HtmlFileTransport(StreamingTransport):
 
 
 class XHRMultipartTransport(StreamingTransport):
-    """Old Gecko's multipart XHR: one part per payload."""
+    """Old Gecko's multipart XHR: one part per payload.
+
+    The boundary is random per response: a fixed one (``socketio``) would let a
+    message containing ``\n--socketio\n`` forge parts. The client script never
+    sees the boundary; only the browser's multipart parser does.
+    """
 
     name = "xhr-multipart"
-    content_type = 'multipart/x-mixed-replace;boundary="socketio"'
+
+    def __init__(self, handler):
+        super().__init__(handler)
+        self.boundary = "socketio" + secrets.token_hex(8)
+        self.content_type = 'multipart/x-mixed-replace;boundary="%s"' % self.boundary
 
     def prologue(self):
-        return "--socketio\n"
+        return "--%s\n" % self.boundary
 
     def envelope(self, payload):
-        return "Content-Type: text/plain\n\n%s\n--socketio\n" % payload
+        return "Content-Type: text/plain\n\n%s\n--%s\n" % (payload, self.boundary)

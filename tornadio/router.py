@@ -264,6 +264,13 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     def on_message(self, message):
         return self.transport.on_socket_message(message)
 
+    def on_connection_close(self):
+        # WebSocketHandler's version skips RequestHandler's, which is what ends
+        # the wait for a streamed request body: without it an aborted POST
+        # would leave its request task (and buffered body) behind.
+        tornado.web.RequestHandler.on_connection_close(self)
+        super().on_connection_close()
+
     def on_close(self):
         # Tornado calls this for a closed WebSocket and for a client that drops
         # any other request before it is finished.

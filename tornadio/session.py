@@ -2,9 +2,11 @@
 
 A session owns the outgoing queue, the heartbeat timer and the order in which
 incoming messages reach user code. It knows nothing of HTTP: a transport
-attaches a *sink* (an object with ``write_payload(str)`` and ``end()``) and the
-session writes whole payloads to it.
+attaches a *sink* — an object with ``write_payload(str)``, ``end()`` and
+``once`` (True for a long-poll GET, which takes one payload and is detached) —
+and the session writes whole payloads to it.
 """
+import asyncio
 import heapq
 import inspect
 import itertools
@@ -27,9 +29,16 @@ REASON_CLIENT = "client went away"
 REASON_EXPIRED = "expired (no poll)"
 REASON_HEARTBEAT = "heartbeat echo missing"
 REASON_OVERFLOW = "send queue overflow"
+REASON_INBOX_OVERFLOW = "too many messages waiting for on_message"
 REASON_REFUSED = "refused by on_open"
 REASON_SHUTDOWN = "server shutting down"
 REASON_BAD_INPUT = "malformed input"
+
+#: Incoming messages that may wait behind a slow coroutine ``on_message``
+#: before the client is cut off (transports also stop reading while they wait).
+MAX_INBOX = 10000
+
+_FAILED = object()
 
 
 def generate_session_id():
@@ -43,12 +52,15 @@ def short_id(session_id):
 
 
 def call_user(what, func, *args, **kwargs):
-    """The single funnel into user callbacks: errors are logged, never raised."""
+    """The single funnel into user callbacks: errors are logged, never raised.
+
+    Returns ``_FAILED`` when the callback raised, so callers can fail closed.
+    """
     try:
         return func(*args, **kwargs)
     except Exception:
         log.exception("error in %s", what)
-        return None
+        return _FAILED
 
 
 class Session:
@@ -64,11 +76,12 @@ class Session:
         self.close_reason = None
         self.deadline = None
         self._queue = []
-        self._queued_units = 0
+        # Code points queued (ASCII frames: bytes); compared with max_queue_bytes.
+        self._queued_size = 0
         self._sink = None
         self._flush_scheduled = False
         self._inbox = deque()
-        self._dispatching = False
+        self._drained = None
         self._heartbeat_count = 0
         self._heartbeat_pending = None
         self._heartbeat_timer = None
@@ -84,36 +97,28 @@ class Session:
     def is_closed(self):
         return self.state == CLOSED
 
-    def open(self, request, args, kwargs):
+    async def open(self, request, args, kwargs):
         """Queue the session id, then run ``on_open``; False means refused.
 
         The id is queued first so that anything ``on_open`` sends rides behind it
-        in the first payload (PROTOCOL.md §2.2). A coroutine ``on_open`` returns
-        an awaitable that the transport awaits.
+        in the first payload (PROTOCOL.md §2.2). ``on_open`` returning False, or
+        raising, refuses the client: an authentication check that crashes must
+        not let it in.
         """
         self._queue.append(proto.frame(self.id))
         self.state = OPEN
         result = call_user("on_open", self.connection.on_open, request, *args, **kwargs)
         if inspect.isawaitable(result):
-            return self._finish_async_open(result)
-        return self._opened(result)
-
-    async def _finish_async_open(self, awaitable):
-        try:
-            result = await awaitable
-        except Exception:
-            log.exception("error in on_open")
-            result = None
-        return self._opened(result)
-
-    def _opened(self, result):
-        if result is False:
+            try:
+                result = await result
+            except Exception:
+                log.exception("error in on_open")
+                result = _FAILED
+        if result is False or result is _FAILED:
             self._queue.clear()
             self.close(REASON_REFUSED)
             return False
-        if self.state != OPEN:
-            return False
-        return True
+        return self.state == OPEN
 
     def close(self, reason=REASON_SERVER):
         """End the session once: stop timers, finish the sink, run ``on_close``."""
@@ -123,6 +128,7 @@ class Session:
         self.state = CLOSED
         self.close_reason = reason
         self._inbox.clear()
+        self._wake_readers()
         if self._heartbeat_timer is not None:
             IOLoop.current().remove_timeout(self._heartbeat_timer)
             self._heartbeat_timer = None
@@ -141,9 +147,10 @@ class Session:
         return bool(self._queue)
 
     def take_leftovers(self):
-        """What a closed polling session still had queued for its client."""
+        """What a closed polling session still had for its client; it is then forgotten."""
         payload = "".join(self._queue)
         self._queue.clear()
+        self.container.forget(self)
         return payload
 
     # --------------------------------------------------------------- outgoing
@@ -154,17 +161,21 @@ class Session:
             self.send_payload(payload)
 
     def send_payload(self, payload):
-        """Queue already-encoded frames; flushed once per IOLoop iteration."""
+        """Queue already-encoded frames (counted as one message out)."""
         if self.state == CLOSED:
             return
-        self._queue.append(payload)
         self.messages_out += 1
         self.container.messages_out += 1
-        self._queued_units += len(payload)
+        self._enqueue(payload)
+
+    def _enqueue(self, payload):
+        """Queue frames; flushed once per IOLoop iteration while a sink is attached."""
+        self._queue.append(payload)
+        self._queued_size += len(payload)
         limit = self.settings["max_queue_bytes"]
-        if limit and self._queued_units > limit and self._sink is None:
+        if limit and self._queued_size > limit and self._sink is None:
             log.warning("session %s: %d bytes queued for a client that does not read",
-                        short_id(self.id), self._queued_units)
+                        short_id(self.id), self._queued_size)
             self._queue.clear()
             self.close(REASON_OVERFLOW)
             return
@@ -181,7 +192,7 @@ class Session:
     def _deliver(self, sink):
         payload = "".join(self._queue)
         self._queue.clear()
-        self._queued_units = 0
+        self._queued_size = 0
         if sink.once:
             self._sink = None
             self.touch_expiry(self.settings["session_expiry"])
@@ -190,8 +201,8 @@ class Session:
     def attach(self, sink):
         """Give the session somewhere to write; queued frames go out at once.
 
-        A sink with ``once`` set (a long-poll GET) is detached after one payload.
-        A newer sink replaces an older one, which is ended cleanly first.
+        A newer sink replaces an older one, which is ended cleanly first (an
+        overlapping long-poll gets an empty answer, PROTOCOL.md §2.3).
         """
         previous, self._sink = self._sink, sink
         if previous is not None and previous is not sink:
@@ -214,8 +225,8 @@ class Session:
 
     @property
     def queued_bytes(self):
-        """Outgoing bytes waiting for the client (about: counted in code points)."""
-        return self._queued_units
+        """Outgoing data waiting for the client, in code points (bytes for ASCII)."""
+        return self._queued_size
 
     def touch_expiry(self, seconds):
         self.container.set_deadline(self, time.monotonic() + seconds)
@@ -226,19 +237,33 @@ class Session:
 
         Raises :class:`proto.DecodeError` (and dispatches nothing) when it is
         malformed; the transport answers 400 or closes with that reason.
+        Returns None when every message was handled, else a future that
+        resolves once a slow coroutine ``on_message`` has caught up: transports
+        wait for it before reading more, so a fast client cannot pile up work.
         """
         frames = proto.decode(payload, self.settings["max_message_length"])
         if self.state != OPEN:
-            return
+            return None
+        inbox = self._inbox
+        before = len(inbox)
         for kind, data in frames:
             if kind is proto.HEARTBEAT:
                 self._heartbeat_echo(data)
             else:
-                self._inbox.append(data)
-        self.messages_in += len(self._inbox)
-        self.container.messages_in += len(self._inbox)
-        if not self._dispatching:
+                inbox.append(data)
+        received = len(inbox) - before
+        self.messages_in += received
+        self.container.messages_in += received
+        if len(inbox) > MAX_INBOX:
+            log.warning("session %s: %d messages wait for on_message; closing",
+                        short_id(self.id), len(inbox))
+            self.close(REASON_INBOX_OVERFLOW)
+            return None
+        if self._drained is None:
             self._dispatch()
+        if self._drained is None:
+            return None
+        return asyncio.shield(self._drained)
 
     def _dispatch(self):
         on_message = self.connection.on_message
@@ -246,13 +271,20 @@ class Session:
         while inbox and self.state == OPEN:
             result = call_user("on_message", on_message, inbox.popleft())
             if inspect.isawaitable(result):
-                self._dispatching = True
-                IOLoop.current().add_future(_as_future(result), self._after_async_message)
+                if self._drained is None:
+                    self._drained = asyncio.get_running_loop().create_future()
+                future = asyncio.ensure_future(result)
+                future.add_done_callback(self._after_async_message)
                 return
-        self._dispatching = False
+        self._wake_readers()
+
+    def _wake_readers(self):
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def _after_async_message(self, future):
-        if future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None:
             log.error("error in on_message", exc_info=future.exception())
         self._dispatch()
 
@@ -272,9 +304,7 @@ class Session:
             return
         self._heartbeat_count += 1
         self._heartbeat_pending = str(self._heartbeat_count)
-        self.send_payload(proto.heartbeat(self._heartbeat_count))
-        self.messages_out -= 1
-        self.container.messages_out -= 1
+        self._enqueue(proto.heartbeat(self._heartbeat_count))
         self.start_heartbeats()
 
     def _heartbeat_echo(self, number):
@@ -282,11 +312,6 @@ class Session:
             self._heartbeat_pending = None
         else:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
-
-
-def _as_future(awaitable):
-    import asyncio
-    return asyncio.ensure_future(awaitable)
 
 
 class SessionContainer:
@@ -299,6 +324,7 @@ class SessionContainer:
 
     def __init__(self, check_interval=None):
         self.sessions = {}
+        #: Closed polling sessions whose last frames wait for the next poll.
         self.closing = {}
         self._heap = []
         self._counter = itertools.count()
@@ -319,10 +345,7 @@ class SessionContainer:
 
     def get(self, session_id):
         """A live session, or a closed one still holding frames for its client."""
-        session = self.sessions.get(session_id)
-        if session is None:
-            session = self.closing.pop(session_id, None)
-        return session
+        return self.sessions.get(session_id) or self.closing.get(session_id)
 
     def add(self, session):
         self.sessions[session.id] = session
@@ -341,11 +364,20 @@ class SessionContainer:
             # Parked until the client's next poll collects them, or expiry.
             self.closing[session.id] = session
             self.set_deadline(session, time.monotonic() + session.settings["session_expiry"])
-            return
-        if not self.sessions and not self.closing and self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        self._stop_timer_when_idle()
+
+    def forget(self, session):
+        """Drop a closed session whose leftovers were collected."""
+        self.closing.pop(session.id, None)
+        session.deadline = None
+        self._stop_timer_when_idle()
+
+    def _stop_timer_when_idle(self):
+        if not self.sessions and not self.closing:
             self._heap.clear()
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
 
     def set_deadline(self, session, deadline):
         session.deadline = deadline
@@ -361,13 +393,15 @@ class SessionContainer:
             if session.deadline != deadline or session.has_sink:
                 continue
             if session.state == CLOSED:
-                self.closing.pop(session.id, None)
-                session.deadline = None
+                self.forget(session)
                 continue
             expired += 1
             session.close(REASON_EXPIRED)
         return expired
 
     def close_all(self, reason=REASON_SHUTDOWN):
+        """Close every session (``on_close`` runs) and drop undelivered leftovers."""
         for session in self:
             session.close(reason)
+        self.closing.clear()
+        self._stop_timer_when_idle()

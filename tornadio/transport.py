@@ -1,5 +1,4 @@
 """What every transport shares: session lookup, opening, and one-line failures."""
-import inspect
 import logging
 import re
 
@@ -46,11 +45,8 @@ class Transport:
     async def open_session(self, session):
         """Run ``on_open``; True when the session may go on."""
         handler = self.handler
-        result = session.open(handler.request, handler.open_extra_args,
-                              handler.open_extra_kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await session.open(handler.request, handler.open_extra_args,
+                                  handler.open_extra_kwargs)
 
     def find_session(self, session_id):
         """The session named in the URL, or None after answering 4xx."""
@@ -67,13 +63,15 @@ class Transport:
         return session
 
     def receive_or_refuse(self, session, payload):
-        """Hand a socket payload to the session; malformed ones close it. False if closed."""
+        """Hand a socket payload to the session; a malformed one closes it.
+
+        Returns what to await before reading on (see :meth:`Session.receive`).
+        """
         try:
-            session.receive(payload)
+            return session.receive(payload)
         except proto.DecodeError as exc:
             self.refuse(session, exc.reason)
-            return False
-        return True
+            return None
 
     def refuse(self, session, reason):
         """Close a session over bad input, with the one log line that says why."""

@@ -10,7 +10,7 @@ from support.wire import (Events, echo_connection, fetch, form, messages, open_x
 
 FAST = {"xhr_polling_timeout": 0.3, "session_expiry": 0.4, "session_check_interval": 0.1,
         "heartbeat_interval": 0.3}
-HOSTILE = ["</script><script>alert(1)</script>", "<!--", "\u2028\u2029", '"quoted" \'single\'',
+HOSTILE = ["</script><script>alert(1)</script>", "<!--", "x\n--socketio\nContent-Type: text/plain\n\n~m~1~m~y", "\u2028\u2029", '"quoted" \'single\'',
            "back\\slash \\u0041", "</SCRIPT >", "\x00\x07\x1f", "]]>", "😀 𝄞 é"]
 
 _SCRIPT_CHUNK = re.compile(r'<script>parent\.s\._\((".*?"), document\);</script>', re.S)
@@ -45,11 +45,13 @@ def htmlfile_payloads(text):
 
 
 def multipart_payloads(text):
-    """Complete parts only: each ends with the boundary line."""
-    if not text.startswith("--socketio\n"):
+    """Complete parts only: each ends with the boundary line (read from the first line)."""
+    first, newline, rest = text.partition("\n")
+    if not newline or not first.startswith("--socketio"):
         return []
+    boundary = first[2:]
     payloads = []
-    for part in text[len("--socketio\n"):].split("\n--socketio\n")[:-1]:
+    for part in rest.split("\n--%s\n" % boundary)[:-1]:
         header, _, payload = part.partition("\n\n")
         assert header == "Content-Type: text/plain"
         payloads.append(payload)

@@ -736,3 +736,15 @@ def test_decode_one_large_frame():
     payload = "~m~%d~m~%s~m~1~m~z" % (units(body), body)
     assert proto.decode(payload) == [proto.Frame(proto.TEXT, body),
                                      proto.Frame(proto.TEXT, "z")]
+
+
+def test_wire_output_does_not_depend_on_the_json_library():
+    """simplejson, when installed, is told to behave as the stdlib does."""
+    import collections
+    import decimal
+
+    point = collections.namedtuple("Point", "x y")(1, 2)
+    assert proto.encode(point) == "~m~8~m~~j~[1,2]"
+    for value in (decimal.Decimal("1.5"), b"bytes"):
+        with pytest.raises(proto.EncodeError):
+            proto.encode(value)

@@ -30,9 +30,11 @@ MAX_LEN_DIGITS = 10
 
 Frame = namedtuple("Frame", "kind data")
 
-_json_encode = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False
-).encode
+_ENCODER_OPTIONS = dict(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+if json.__name__ == "simplejson":
+    # Same wire output as the stdlib: namedtuples as arrays, Decimal and bytes refused.
+    _ENCODER_OPTIONS.update(namedtuple_as_object=False, use_decimal=False, encoding=None)
+_json_encode = json.JSONEncoder(**_ENCODER_OPTIONS).encode
 
 
 def _reject_constant(name):
@@ -154,50 +156,37 @@ def _parse_len(digits, max_length):
     return length
 
 
-def _split_units(payload, max_length):
-    """Split a payload whose code points are all one UTF-16 unit each."""
-    messages = []
-    pos, size = 0, len(payload)
-    window = 3 + MAX_LEN_DIGITS + 3
-    while pos < size:
-        if not payload.startswith(FRAME_MARK, pos):
-            raise DecodeError("expected ~m~ at offset %d" % pos)
-        end = payload.find(FRAME_MARK, pos + 3, pos + window)
-        if end < 0:
-            raise DecodeError("unterminated LEN at offset %d" % pos)
-        length = _parse_len(payload[pos + 3:end], max_length)
-        start = end + 3
-        pos = start + length
-        if pos > size:
-            raise DecodeError("LEN %d runs past the end of the payload" % length)
-        messages.append(payload[start:pos])
-    return messages
-
-
-def _split_astral(payload, max_length):
-    """Split a payload holding characters beyond the BMP, on a UTF-16 copy."""
+def _utf16_text(units):
     try:
-        data = payload.encode("utf-16-le")
-    except UnicodeEncodeError:
-        raise DecodeError("payload contains a lone surrogate") from None
+        return units.decode("utf-16-le")
+    except UnicodeDecodeError:
+        raise DecodeError("a LEN splits a surrogate pair") from None
+
+
+def _split(data, width, max_length, as_text):
+    """Cut ``data`` into messages by LEN.
+
+    ``data`` is the payload itself when every character is one UTF-16 unit
+    (``width`` 1), else its UTF-16-LE bytes (``width`` 2), so LEN always
+    counts what JavaScript counts. ``as_text`` turns a slice into a str.
+    """
+    mark = FRAME_MARK if width == 1 else _MARK_UNITS
+    step = 3 * width
+    window = (3 + MAX_LEN_DIGITS + 3) * width
     messages = []
     pos, size = 0, len(data)
-    window = 2 * (3 + MAX_LEN_DIGITS + 3)
     while pos < size:
-        if not data.startswith(_MARK_UNITS, pos):
-            raise DecodeError("expected ~m~ at unit %d" % (pos >> 1))
-        end = data.find(_MARK_UNITS, pos + 6, pos + window)
-        if end < 0 or (end - pos) & 1:
-            raise DecodeError("unterminated LEN at unit %d" % (pos >> 1))
-        length = _parse_len(data[pos + 6:end].decode("utf-16-le", "replace"), max_length)
-        start = end + 6
-        pos = start + 2 * length
+        if not data.startswith(mark, pos):
+            raise DecodeError("expected ~m~ at unit %d" % (pos // width))
+        end = data.find(mark, pos + step, pos + window)
+        if end < 0 or (end - pos) % width:
+            raise DecodeError("unterminated LEN at unit %d" % (pos // width))
+        length = _parse_len(as_text(data[pos + step:end]), max_length)
+        start = end + step
+        pos = start + length * width
         if pos > size:
             raise DecodeError("LEN %d runs past the end of the payload" % length)
-        try:
-            messages.append(data[start:pos].decode("utf-16-le"))
-        except UnicodeDecodeError:
-            raise DecodeError("LEN %d splits a surrogate pair" % length) from None
+        messages.append(as_text(data[start:pos]))
     return messages
 
 
@@ -208,18 +197,15 @@ def decode(payload, max_length=None):
     :class:`DecodeError` and nothing of the payload is returned. ``max_length``
     bounds each declared LEN, in UTF-16 units.
     """
-    if payload.isascii() or max(payload) <= "\uffff":
-        if not payload.isascii() and _has_surrogate(payload):
-            raise DecodeError("payload contains a lone surrogate")
-        messages = _split_units(payload, max_length)
+    if payload.isascii():
+        messages = _split(payload, 1, max_length, str)
     else:
-        messages = _split_astral(payload, max_length)
+        try:
+            units = payload.encode("utf-16-le")
+        except UnicodeEncodeError:
+            raise DecodeError("payload contains a lone surrogate") from None
+        if len(units) == 2 * len(payload):  # no astral character: units == code points
+            messages = _split(payload, 1, max_length, str)
+        else:
+            messages = _split(units, 2, max_length, _utf16_text)
     return [_classify(message) for message in messages]
-
-
-def _has_surrogate(text):
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

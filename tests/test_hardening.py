@@ -6,7 +6,6 @@ and a check that nothing was logged with a traceback.
 import asyncio
 import logging
 import resource
-import socket
 
 import pytest
 import tornadio
@@ -356,4 +355,16 @@ def test_a_post_to_a_closed_session_does_not_eat_its_last_words():
             response = await fetch("%s/socket.io/xhr-polling/%s/2" % (base, sid))
             assert messages(response.body.decode()) == [("text", "bye")]
             assert (await fetch("%s/socket.io/xhr-polling/%s/3" % (base, sid))).code == 401
+    run(go())
+
+
+def test_websocket_over_the_session_limit_gets_503_before_the_upgrade():
+    async def go():
+        async with serve(echo_connection(Events()), dict(FAST, max_sessions=1)) as (base, _):
+            first, _ = await open_ws(base)
+            response = await fetch(base + "/socket.io/websocket", headers={
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+            assert response.code == 503
+            first.close()
     run(go())

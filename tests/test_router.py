@@ -1,13 +1,12 @@
 """Router: settings, URL grammar, dispatch, the connection API — real server on loopback."""
 import asyncio
-import logging
 
 import pytest
 import tornado.websocket
 
 import tornadio
 from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_ws,
-                          open_xhr, post, read_ws, run, serve, tracebacks)
+                          post, read_ws, run, serve, tracebacks)
 
 
 class Quiet(tornadio.SocketConnection):

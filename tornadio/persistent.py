@@ -9,32 +9,21 @@ from tornado import gen, iostream
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError
 
-from tornadio import origins, proto, session as sessions
-from tornadio.transport import Transport
+from tornadio import origins, session as sessions
+from tornadio.transport import Transport, limit_write_buffer, retrieve_write_error
 
 log = logging.getLogger("tornadio.persistent")
-
-
-def _retrieve(future):
-    """A write to a socket that closed meanwhile is not an error worth a traceback."""
-    if not future.cancelled():
-        future.exception()
-
-
-def limit_write_buffer(stream, settings):
-    """Bound what a client that stops reading can make us buffer (max_queue_bytes)."""
-    if settings["max_queue_bytes"]:
-        stream.max_write_buffer_size = settings["max_queue_bytes"]
 
 
 class WebSocketTransport(Transport):
     """Native browser WebSocket; one text message carries one payload."""
 
     name = "websocket"
-    persistent = True
-    aborted = False
 
     async def get(self, rest):
+        # Checked before the upgrade, while a 503 can still be answered.
+        if self.refused_for_capacity():
+            return
         # The 0.6 client never puts a session id in the WebSocket URL.
         await tornado.websocket.WebSocketHandler.get(self.handler)
 
@@ -75,23 +64,14 @@ class WebSocketTransport(Transport):
     def write_payload(self, payload):
         if payload:
             try:
-                self.handler.write_message(payload).add_done_callback(_retrieve)
+                self.handler.write_message(payload).add_done_callback(retrieve_write_error)
             except tornado.websocket.WebSocketClosedError:
                 self.on_connection_lost()
             except StreamBufferFullError:
-                self._overflow()
-
-    def _overflow(self):
-        log.warning("session %s (%s): client not reading, %d bytes unsent; closing",
-                    sessions.short_id(self.session.id), self.name, self.settings["max_queue_bytes"])
-        self.aborted = True
-        self.session.close(sessions.REASON_OVERFLOW)
+                self.overflowed(self.handler.ws_connection.stream)
 
     def end(self):
-        if self.aborted:
-            self.handler.ws_connection.stream.close()
-        else:
-            self.handler.close()
+        self.handler.close()
 
 
 # -- flashsocket (hixie-76) ----------------------------------------------------
@@ -161,8 +141,6 @@ class FlashSocketTransport(Transport):
     """
 
     name = "flashsocket"
-    once = False
-    persistent = True
 
     def __init__(self, handler):
         super().__init__(handler)
@@ -246,7 +224,7 @@ class FlashSocketTransport(Transport):
         digest = hixie76_digest(key1, key2, key3)
         try:
             stream.write(response.encode("latin-1") + digest).add_done_callback(
-                _retrieve)
+                retrieve_write_error)
         except iostream.StreamClosedError:
             session.close(sessions.REASON_CLIENT)
             return
@@ -321,15 +299,11 @@ class FlashSocketTransport(Transport):
             return
         frame = _HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END
         try:
-            stream.write(frame).add_done_callback(_retrieve)
+            stream.write(frame).add_done_callback(retrieve_write_error)
         except iostream.StreamClosedError:
             self._client_gone()
         except iostream.StreamBufferFullError:
-            if self.session is not None:
-                log.warning("session %s (%s): client does not read; dropping it",
-                            sessions.short_id(self.session.id), self.name)
-                self.session.close(sessions.REASON_OVERFLOW)
-            self._close_stream()
+            self.overflowed(stream)
 
     def _client_gone(self):
         if self.session is not None:
@@ -352,7 +326,7 @@ class FlashSocketTransport(Transport):
         timer = loop.call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
 
         def done(future):
-            _retrieve(future)
+            retrieve_write_error(future)
             loop.remove_timeout(timer)
             stream.close()
 

@@ -11,11 +11,10 @@ import secrets
 from urllib.parse import unquote_to_bytes
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError
 
 from tornadio import origins, proto, session as sessions
-from tornadio.persistent import limit_write_buffer
-from tornadio.transport import Transport
+from tornadio.transport import Transport, limit_write_buffer, retrieve_write_error
 
 log = logging.getLogger("tornadio.polling")
 
@@ -109,6 +108,9 @@ class HttpTransport(Transport):
         if session is None:
             return
         session.keeps_leftovers = self.once
+        if self.once:
+            # Collected even if on_open never returns and the client gives up.
+            session.touch_expiry(self.settings["xhr_polling_timeout"] + self.settings["session_expiry"])
         self.session = session
         if not await self.open_session(session):
             self.fail(403, "connection refused by on_open")
@@ -165,18 +167,9 @@ class HttpTransport(Transport):
         try:
             future = handler.flush()
         except StreamBufferFullError:
-            log.warning("session %s (%s): client not reading; closing",
-                        sessions.short_id(self.session.id), self.name)
-            handler.request.connection.stream.close()
-            self.session.close(sessions.REASON_OVERFLOW)
+            self.overflowed(handler.request.connection.stream)
             return
-        future.add_done_callback(_ignore_closed)
-
-
-def _ignore_closed(future):
-    if not future.cancelled() and isinstance(future.exception(), StreamClosedError):
-        return
-    future.result()
+        future.add_done_callback(retrieve_write_error)
 
 
 class LongPollingTransport(HttpTransport):
@@ -300,8 +293,6 @@ def _is_index(text):
 class StreamingTransport(HttpTransport):
     """One GET kept open; every payload is written into it as it comes."""
 
-    once = False
-    persistent = True
 
     def __init__(self, handler):
         super().__init__(handler)

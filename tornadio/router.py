@@ -158,6 +158,28 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         return stats.router_stats(cls).snapshot()
 
     @classmethod
+    async def shutdown(cls, reason=None):
+        """Close every session (``on_close`` runs), then stop broadcasting and sampling.
+
+        What ``SocketServer.shutdown`` does for each router; nothing is created
+        for a router that never served a request.
+        """
+        from tornadio import broadcast, stats
+        container = cls._container
+        if container is None:
+            return
+        container.close_all(reason or sessions.REASON_SHUTDOWN)
+        broadcaster = broadcast._BROADCASTERS.get(container)
+        if broadcaster is not None:
+            broadcaster.close()
+        sampler = stats._STATS.pop(cls, None)
+        if sampler is not None:
+            sampler.stop()
+        backend = cls.socket_settings["broadcast_backend"]
+        if backend is not None:
+            await backend.close()
+
+    @classmethod
     def make_info(cls, request, transport):
         return ConnectionInfo(request, transport)
 

@@ -187,7 +187,7 @@ class SocketServer(HTTPServer):
         owns_loop, self._owns_loop = self._owns_loop, False
         self.stop()
         for router in socket_routers(self.application):
-            router.sessions().close_all()
+            await router.shutdown()
         try:
             await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
         except gen.TimeoutError:

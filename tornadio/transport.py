@@ -9,6 +9,22 @@ log = logging.getLogger("tornadio.transport")
 _SESSION_ID = re.compile(r"[0-9A-Za-z]{1,64}\Z")
 
 
+def limit_write_buffer(stream, settings):
+    """Bound what a client that stops reading can make us buffer (max_queue_bytes).
+
+    Beyond it ``stream.write`` raises ``StreamBufferFullError``; the transport
+    then calls :meth:`Transport.overflowed`.
+    """
+    if settings["max_queue_bytes"]:
+        stream.max_write_buffer_size = settings["max_queue_bytes"]
+
+
+def retrieve_write_error(future):
+    """A write to a client that left meanwhile is not worth a traceback."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Transport:
     """Base of the per-request transport objects the router hands a request to.
 
@@ -19,8 +35,6 @@ class Transport:
 
     name = None
     once = False
-    #: Transports that stream or hold a socket get heartbeats (PROTOCOL.md §3).
-    persistent = False
 
     def __init__(self, handler):
         self.handler = handler
@@ -31,16 +45,22 @@ class Transport:
     # -- session helpers ---------------------------------------------------
     def create_session(self):
         """A new session of this router, or None (answered 503) when full."""
-        container = self.router.sessions()
-        limit = self.settings["max_sessions"]
-        if limit and len(container) >= limit:
-            self.fail(503, "session limit of %d reached" % limit)
+        if self.refused_for_capacity():
             return None
+        container = self.router.sessions()
         info = self.router.make_info(self.handler.request, self.name)
         session = sessions.Session(container, self.router.connection_class, self.name,
                                    info, self.settings)
         container.add(session)
         return session
+
+    def refused_for_capacity(self):
+        """Answer 503 when the router already has ``max_sessions`` live sessions."""
+        limit = self.settings["max_sessions"]
+        if limit and len(self.router.sessions()) >= limit:
+            self.fail(503, "session limit of %d reached" % limit)
+            return True
+        return False
 
     async def open_session(self, session):
         """Run ``on_open``; True when the session may go on."""
@@ -78,6 +98,13 @@ class Transport:
         log.warning("session %s (%s): closing on bad input: %s",
                     sessions.short_id(session.id), self.name, reason)
         session.close(sessions.REASON_BAD_INPUT)
+
+    def overflowed(self, stream):
+        """The client stopped reading: drop its connection, end the session, one log line."""
+        log.warning("session %s (%s): client not reading, over %d bytes unsent; closing",
+                    sessions.short_id(self.session.id), self.name, self.settings["max_queue_bytes"])
+        stream.close()
+        self.session.close(sessions.REASON_OVERFLOW)
 
     def fail(self, status, reason):
         """Answer an HTTP error with a short body; the access log line carries the reason."""

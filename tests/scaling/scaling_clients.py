@@ -274,6 +274,7 @@ class StreamClient(_Client):
         self.base = "http://%s:%d/%s/%s/" % (host, port, resource, kind)
         self.http = AsyncHTTPClient(force_instance=True, max_clients=4)
         self._buffer = ""
+        self.boundary = None
         self._got_sid = asyncio.get_running_loop().create_future()
         request = HTTPRequest(self.base, connect_timeout=timeout, request_timeout=3600,
                               network_interface=source_ip, streaming_callback=self._chunk)
@@ -288,7 +289,14 @@ class StreamClient(_Client):
             pattern = re.compile(r'<script>parent\.s\._\((".*?"), document\);</script>', re.S)
             unwrap = json.loads
         else:
-            pattern = re.compile(r"Content-Type: text/plain\n\n(.*?)\n--socketio\n", re.S)
+            # The boundary is random per response: read it from the first line.
+            if self.boundary is None:
+                first, newline, rest = self._buffer.partition("\n")
+                if not newline:
+                    return
+                self.boundary, self._buffer = first[2:], rest
+            pattern = re.compile(r"Content-Type: text/plain\n\n(.*?)\n--%s\n"
+                                 % re.escape(self.boundary), re.S)
             unwrap = str
         while True:
             match = pattern.search(self._buffer)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from support.wire import (Events, echo_connection, fetch, form, messages, open_xhr, post,
+from support.wire import (Events, echo_connection, fetch, messages, open_xhr, post,
                           run, serve)
 
 FAST = {"xhr_polling_timeout": 0.3, "session_expiry": 0.4, "session_check_interval": 0.1,

@@ -1,12 +1,11 @@
 """websocket at the wire: framing, heartbeats, drops, origins and bad input."""
 import asyncio
-import logging
 import socket
 
 import pytest
 import tornado.websocket
 
-from support.wire import (Events, captured_logs, echo_connection, fetch, open_ws, read_ws,
+from support.wire import (Events, captured_logs, echo_connection, open_ws, read_ws,
                           run, serve, tracebacks)
 
 

@@ -68,6 +68,8 @@ class SocketConnection:
         """The session was created by ``request``; return False to refuse it.
 
         ``args``/``kwargs`` are the route's extra captures (``kwargs['extra']``).
+        Raising refuses too (and is logged): a crashing auth check lets no one in.
+        A refused client gets no ``on_close``. May be a coroutine.
         """
 
     def on_message(self, message):
@@ -75,7 +77,7 @@ class SocketConnection:
         raise NotImplementedError("SocketConnection subclasses must define on_message")
 
     def on_close(self):
-        """The session ended, for whatever reason. Called exactly once."""
+        """The session ended, for whatever reason: once per accepted session."""
 
     # -- actions -------------------------------------------------------------
     def send(self, message):

@@ -1,0 +1,891 @@
+#!/usr/bin/env python3
+"""TornadIO benchmarks: one entry point for every scenario and contender.
+
+    python benchmarks/run.py                 default run (< 5 min on 2 cores)
+    python benchmarks/run.py --quick         ~1 minute, fewer/shorter rounds
+    python benchmarks/run.py --long          more rounds, longer windows
+    python benchmarks/run.py --smoke         tiny configuration for CI (< 30 s)
+    python benchmarks/run.py --profile       also py-spy TornadIO on echo/fan-out
+
+Each server runs in its own process on 127.0.0.1 (benchmarks/servers.py) and
+is driven by a separate load-generator process (benchmarks/loadgen.py), one
+per measurement. Contenders of a scenario run alternately, round after round,
+and the table shows medians over the rounds with ratios against plain Tornado.
+Results go to benchmarks/results/<timestamp>.json (``--output`` to change).
+
+Contenders
+    plain         tornado.websocket.WebSocketHandler echo / fan-out loop
+    tornadio-ws   TornadIO over websocket
+    tornadio-xhr  TornadIO over xhr-polling (scenario xhr_echo)
+    socketio-ws   python-socketio, Tornado mode, over websocket; optional:
+                  used when the interpreter (or --socketio-python) has it
+    tornadio-bcast  fan-out only: TornadIO's own SocketConnection.broadcast()
+                  (when the library has it), beside the send() loop
+
+Scenarios
+    latency    round-trip p50/p99, one client, 32-byte messages
+    echo       echo throughput, N clients with one message in flight each
+    fanout     each message broadcast to all N clients: delivered msgs/s
+    memory     server RSS per idle websocket session (heartbeats on)
+    lag        IOLoop lag p99 while the largest count of sessions is held
+    codec      tornadio.proto encode/decode MB/s (in-process, no server)
+    xhr_echo   xhr-polling echo throughput, N clients
+
+Every wait is bounded; every child process is stopped at the end, on errors
+and on Ctrl-C too. A run exits 1 when any measurement failed (the JSON is
+written anyway, with the errors in it).
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import BENCH_DIR, REPO_ROOT, median, raise_nofile  # noqa: E402
+
+PRESETS = {
+    "smoke": dict(repeats=1, duration=1.0, warmup=0.2, clients=5, hold_counts=[100, 200],
+                  lag_seconds=1.0, codec_seconds=0.005, codec_repeats=1),
+    "quick": dict(repeats=1, duration=1.5, warmup=0.3, clients=50, hold_counts=[1000, 3000],
+                  lag_seconds=3.0, codec_seconds=0.02, codec_repeats=1),
+    "default": dict(repeats=3, duration=3.0, warmup=0.5, clients=50,
+                    hold_counts=[2000, 10000], lag_seconds=13.0, codec_seconds=0.08,
+                    codec_repeats=3),
+    "long": dict(repeats=5, duration=8.0, warmup=1.0, clients=50, hold_counts=[2000, 10000],
+                 lag_seconds=30.0, codec_seconds=0.3, codec_repeats=5),
+}
+
+SCENARIOS = ("latency", "echo", "fanout", "memory", "lag", "codec", "xhr_echo")
+
+# contender -> (server kind, load-generator dialect)
+CONTENDERS = {
+    "plain": ("plain", "plain"),
+    "tornadio-ws": ("tornadio", "tornadio"),
+    "tornadio-xhr": ("tornadio", "tornadio"),
+    "socketio-ws": ("socketio", "socketio"),
+    "tornadio-bcast": ("tornadio", "tornadio"),
+}
+#: Contenders that need a non-default path, and the server variant providing it.
+VARIANT_PATHS = {"tornadio-bcast": ("bcast", "/bcast/websocket")}
+
+MESSAGE_SIZE = 32
+PROFILE_SECONDS = 4.0
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- child processes -----------------------------------------------------------
+class Child:
+    """A child process in its own session, talking JSON lines on stdout."""
+
+    registry = []
+
+    def __init__(self, name, argv, log_dir, env=None):
+        self.name = name
+        self.log_path = os.path.join(log_dir, "%s.log" % name)
+        self._log = open(self.log_path, "a")
+        self._log.write("$ %s\n" % " ".join(argv))
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            start_new_session=True, text=True, bufsize=1, env=env, cwd=REPO_ROOT)
+        Child.registry.append(self)
+        self._lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def read_json(self, timeout):
+        """The next JSON line; BenchError on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("%s: no answer within %.0f s%s"
+                                 % (self.name, timeout, self.tail()))
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                try:
+                    code = self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = "?"
+                raise BenchError("%s exited (%s) before answering%s"
+                                 % (self.name, code, self.tail()))
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    pass
+            self._log.write("[stdout] %s\n" % line)
+
+    def send_line(self, text="go"):
+        try:
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def tail(self, lines=8):
+        try:
+            self._log.flush()
+            with open(self.log_path, errors="replace") as log:
+                text = log.read().strip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return ("\n    " + "\n    ".join(text)) if text else ""
+
+    def stop(self, grace=2.0):
+        """EOF on stdin, then SIGTERM, then SIGKILL: always bounded."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self.proc.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
+        if self in Child.registry:
+            Child.registry.remove(self)
+
+    def _signal(self, signum):
+        try:
+            # Our child leads its own process group (start_new_session).
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    @classmethod
+    def stop_all(cls):
+        for child in list(cls.registry):
+            try:
+                child.stop(grace=1.0)
+            except Exception as exc:  # keep going: every child must be stopped
+                print("warning: stopping %s: %s" % (child.name, exc), file=sys.stderr)
+
+
+class Server:
+    def __init__(self, kind, python, log_dir, tag="", nodelay=True):
+        self.kind = kind
+        self.variants = []
+        argv = [python, os.path.join(BENCH_DIR, "servers.py"), "--kind", kind]
+        if nodelay:
+            argv.append("--nodelay")
+        self.child = Child("server-%s%s" % (kind, tag), argv, log_dir)
+        ready = self.child.read_json(timeout=30)
+        self.port = ready["port"]
+        self.pid = ready["pid"]
+        self.variants = ready.get("variants", [])
+
+    def stats(self, timeout=20, **query):
+        url = "http://127.0.0.1:%d/_bench/stats" % self.port
+        if query:
+            url += "?" + "&".join("%s=%s" % item for item in query.items())
+        with _NO_PROXY.open(url, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+
+    def stop(self):
+        self.child.stop()
+
+
+# -- the run -------------------------------------------------------------------
+class Bench:
+    def __init__(self, args, config):
+        self.args = args
+        self.cfg = config
+        self.python = sys.executable
+        self.started = datetime.datetime.now()
+        self.clock_start = time.monotonic()
+        self.git_start = _git_revision()
+        self.source_start = _source_digest()
+        stamp = self.started.strftime("%Y%m%d-%H%M%S")
+        self.output = args.output or os.path.join(BENCH_DIR, "results", "%s.json" % stamp)
+        self.log_dir = os.path.join(os.path.dirname(os.path.abspath(self.output)),
+                                    "%s-logs" % os.path.splitext(os.path.basename(self.output))[0])
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.errors = []
+        self.skipped = []
+        self.job_counter = Counter()
+        self.scenarios = {name: {"contenders": {}} for name in args.scenarios}
+        self.profiles = {}
+        self.socketio_python = self._find_socketio()
+        self.contenders = ["plain", "tornadio-ws", "tornadio-xhr"]
+        if self.socketio_python:
+            self.contenders.append("socketio-ws")
+
+    # -- setup ---------------------------------------------------------------
+    def _find_socketio(self):
+        args = self.args
+        if args.without_socketio:
+            self.skipped.append({"contender": "socketio-ws", "reason": "--without-socketio"})
+            return None
+        candidates = [args.socketio_python] if args.socketio_python else [
+            self.python, os.path.join(BENCH_DIR, ".venv", "bin", "python")]
+        for python in candidates:
+            if python and os.path.exists(python) and _has_module(python, "socketio"):
+                return python
+        reason = ("python-socketio is not installed in %s" % " or ".join(
+            c for c in candidates if c))
+        if args.with_socketio:
+            raise BenchError(reason + " (--with-socketio); pip install -r "
+                             "benchmarks/requirements.txt")
+        self.skipped.append({"contender": "socketio-ws", "reason": reason +
+                             "; pip install -r benchmarks/requirements.txt to include it"})
+        return None
+
+    def server(self, kind, tag=""):
+        python = self.socketio_python if kind == "socketio" else self.python
+        return Server(kind, python, self.log_dir, tag, nodelay=not self.args.tornado_defaults)
+
+    def say(self, text):
+        if not self.args.json_only:
+            print(text, flush=True)
+
+    # -- load generator ------------------------------------------------------
+    def loadgen(self, scenario, dialect, port, extra=(), timeout=None):
+        self.job_counter[(scenario, dialect)] += 1
+        name = "loadgen-%s-%s-%d" % (scenario, dialect, self.job_counter[(scenario, dialect)])
+        argv = [self.python, os.path.join(BENCH_DIR, "loadgen.py"), "--scenario", scenario,
+                "--contender", dialect, "--port", str(port), "--size", str(MESSAGE_SIZE),
+                "--duration", str(self.cfg["duration"]), "--warmup", str(self.cfg["warmup"])]
+        child = Child(name, argv + list(extra), self.log_dir)
+        return child, (timeout or self.cfg["duration"] + self.cfg["warmup"] + 30)
+
+    def measure(self, scenario, contender, server, clients):
+        dialect = CONTENDERS[contender][1]
+        load_scenario = "xhr-echo" if contender == "tornadio-xhr" else scenario
+        extra = ["--clients", str(clients), "--server-pid", str(server.pid)]
+        if contender in VARIANT_PATHS:
+            extra += ["--path", VARIANT_PATHS[contender][1]]
+        child, timeout = self.loadgen(load_scenario, dialect, server.port, extra)
+        try:
+            return child.read_json(timeout)["result"]
+        finally:
+            child.stop()
+
+    # -- phases --------------------------------------------------------------
+    def run(self):
+        want = set(self.args.scenarios)
+        if "codec" in want:
+            self.phase_codec()
+        if want & {"latency", "echo", "fanout", "xhr_echo"}:
+            self.phase_traffic(want)
+        if want & {"memory", "lag"}:
+            self.phase_hold(want)
+
+    def phase_codec(self):
+        self.say("codec: tornadio.proto encode/decode ...")
+        child = Child("codec", [self.python, os.path.join(BENCH_DIR, "codecbench.py"),
+                                "--seconds", str(self.cfg["codec_seconds"]),
+                                "--repeats", str(self.cfg["codec_repeats"])], self.log_dir)
+        try:
+            result = child.read_json(timeout=240)["result"]
+            self.scenarios["codec"].update(result)
+        except BenchError as exc:
+            self.error("codec", "tornadio", exc)
+        finally:
+            child.stop()
+
+    def phase_traffic(self, want):
+        servers = {}
+        plan = []  # (scenario key, contenders, clients)
+        traffic = [c for c in self.contenders if c != "tornadio-xhr"]
+        if "latency" in want:
+            plan.append(("latency", list(traffic), 1))
+        if "echo" in want or "xhr_echo" in want:
+            echo = [c for c in traffic if "echo" in want]
+            if "xhr_echo" in want:
+                echo.append("tornadio-xhr")
+                if "tornadio-ws" not in echo:
+                    echo.append("tornadio-ws")  # the xhr target compares with it
+            plan.append(("echo", echo, self.cfg["clients"]))
+        if "fanout" in want:
+            plan.append(("fanout", list(traffic), self.cfg["clients"]))
+        try:
+            for kind in sorted({CONTENDERS[c][0] for _, cs, _ in plan for c in cs}):
+                try:
+                    servers[kind] = self.server(kind)
+                except BenchError as exc:
+                    self.error("server", kind, exc)
+            plan = [(scenario, [c for c in contenders if CONTENDERS[c][0] in servers], clients)
+                    for scenario, contenders, clients in plan]
+            if "fanout" in want and "tornadio" in servers:
+                if "bcast" in servers["tornadio"].variants:
+                    plan[-1][1].append("tornadio-bcast")
+                else:
+                    self.skipped.append({"contender": "tornadio-bcast", "reason":
+                                         "this TornadIO has no SocketConnection.broadcast()"})
+            for scenario, contenders, clients in plan:
+                if not contenders:
+                    continue
+                for round_index in range(self.cfg["repeats"]):
+                    shift = round_index % len(contenders)
+                    order = contenders[shift:] + contenders[:shift]
+                    for contender in order:
+                        key = "xhr_echo" if contender == "tornadio-xhr" else scenario
+                        if key not in self.scenarios:
+                            self.scenarios[key] = {"contenders": {}}
+                        runs = self.scenarios[key]["contenders"].setdefault(
+                            contender, {"runs": []})["runs"]
+                        self.say("%-8s round %d/%d  %-13s ..." % (
+                            key, round_index + 1, self.cfg["repeats"], contender))
+                        try:
+                            result = self.measure(scenario, contender,
+                                                  servers[CONTENDERS[contender][0]], clients)
+                            runs.append(result)
+                        except BenchError as exc:
+                            self.error(key, contender, exc)
+            if self.args.profile:
+                self.phase_profile(servers)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    def phase_profile(self, servers):
+        pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(self.python), "py-spy")
+        if not os.path.exists(pyspy):
+            self.profiles["skipped"] = "py-spy not found (pip install py-spy)"
+            return
+        server = servers.get("tornadio")
+        if server is None:
+            return
+        for scenario in ("echo", "fanout"):
+            out = os.path.join(self.log_dir, "profile-tornadio-%s.txt" % scenario)
+            self.say("profile  tornadio-ws %s with py-spy ..." % scenario)
+            spy = Child("py-spy-%s" % scenario, [
+                pyspy, "record", "--pid", str(server.pid), "--duration",
+                str(int(PROFILE_SECONDS)), "--rate", "500", "--format", "raw",
+                "--output", out, "--nonblocking"], self.log_dir)
+            child, timeout = self.loadgen(scenario, "tornadio", server.port, [
+                "--clients", str(self.cfg["clients"]), "--duration", str(PROFILE_SECONDS),
+                "--warmup", "0.1"])
+            try:
+                child.read_json(timeout + PROFILE_SECONDS)
+            except BenchError as exc:
+                self.error("profile", scenario, exc)
+            finally:
+                child.stop()
+            try:
+                spy.proc.wait(timeout=PROFILE_SECONDS + 15)
+            except subprocess.TimeoutExpired:
+                pass
+            spy.stop()
+            self.profiles[scenario] = summarise_profile(out)
+
+    def phase_hold(self, want):
+        counts = self.cfg["hold_counts"]
+        raise_nofile(max(counts) + 1000)
+        for contender in [c for c in self.contenders if c != "tornadio-xhr"]:
+            kind, dialect = CONTENDERS[contender]
+            self.say("memory   %-13s idle sessions %s ..." % (contender, counts))
+            server = None
+            hold = None
+            memory = {"steps": []}
+            try:
+                server = self.server(kind, "-hold")
+                # Warm up (imports, first-connection allocations), then the baseline.
+                warm, timeout = self.loadgen("echo", dialect, server.port, [
+                    "--clients", "2", "--duration", "0.3", "--warmup", "0.1"])
+                try:
+                    warm.read_json(timeout)
+                finally:
+                    warm.stop()
+                time.sleep(0.3)
+                base = server.stats(gc=1)
+                memory["baseline_rss_kb"] = base["rss_kb"]
+                hold, _ = self.loadgen("hold", dialect, server.port, [
+                    "--counts", ",".join(map(str, counts)), "--concurrency", "100",
+                    "--step-timeout", str(max(60, max(counts) / 100))])
+                for _ in counts:
+                    step = hold.read_json(timeout=max(90, max(counts) / 80))
+                    opened = step["open"]
+                    sessions = self._wait_sessions(server, opened)
+                    stats = server.stats(gc=1)
+                    grown = stats["rss_kb"] - base["rss_kb"]
+                    memory["steps"].append({
+                        "target": step["target"], "open": opened, "server_sessions": sessions,
+                        "failures": step["failures"], "failure_sample": step["failure_sample"],
+                        "connect_seconds": step["seconds"], "rss_kb": stats["rss_kb"],
+                        "per_session_kb": round(grown / opened, 2) if opened else None,
+                        "generator_rss_kb": step["generator_rss_kb"]})
+                    if step["failures"]:
+                        raise BenchError("%d of %d sessions failed to open: %s" % (
+                            step["failures"], step["target"], step["failure_sample"]))
+                    hold.send_line("next")
+                steps = memory["steps"]
+                if len(steps) >= 2 and steps[-1]["open"] > steps[0]["open"]:
+                    memory["marginal_per_session_kb"] = round(
+                        (steps[-1]["rss_kb"] - steps[0]["rss_kb"])
+                        / (steps[-1]["open"] - steps[0]["open"]), 2)
+                if "lag" in want:
+                    lag = self._measure_lag(server, steps[-1]["open"] if steps else 0)
+                    self.scenarios["lag"]["contenders"][contender] = lag
+                hold.send_line("close")
+                final = hold.read_json(timeout=30)["result"]
+                if "lag" in want:
+                    self.scenarios["lag"]["contenders"][contender].update({
+                        "heartbeats_echoed": final["heartbeats_echoed_while_held"],
+                        "pings_answered": final["pings_answered_while_held"],
+                        "alive_at_end": final["alive_at_end"]})
+            except (BenchError, OSError, KeyError, ValueError) as exc:
+                self.error("memory", contender, exc)
+            finally:
+                if hold is not None:
+                    hold.stop()
+                if server is not None:
+                    server.stop()
+            if "memory" in want:
+                self.scenarios["memory"]["contenders"][contender] = memory
+
+    def _wait_sessions(self, server, expected, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            sessions = server.stats()["sessions"]
+            if sessions >= expected or time.monotonic() > deadline:
+                return sessions
+            time.sleep(0.2)
+
+    def _measure_lag(self, server, sessions):
+        seconds = self.cfg["lag_seconds"]
+        self.say("lag      holding %d sessions for %.0f s ..." % (sessions, seconds))
+        before = server.stats(lag="start")
+        time.sleep(seconds)
+        stats = server.stats(lag="stop")
+        lag = dict(stats["lag"] or {})
+        lag.update({
+            "sessions": stats["sessions"], "held_seconds": seconds,
+            "server_cpu_util": round((stats["cpu_s"] - before["cpu_s"]) / seconds, 3),
+            "gc_collections": [b - a for a, b in zip(before["gc_collections"],
+                                                     stats["gc_collections"])],
+            "loadavg": _loadavg()})
+        return lag
+
+    def error(self, scenario, contender, exc):
+        message = "%s/%s: %s" % (scenario, contender, exc)
+        self.errors.append(message)
+        print("ERROR " + message, file=sys.stderr, flush=True)
+
+    # -- results -------------------------------------------------------------
+    def summarise(self):
+        cpu = "server_cpu_us_per_msg"
+        for key, metrics in (("latency", ("p50_us", "p99_us", cpu)),
+                             ("echo", ("msgs_per_s", cpu)), ("fanout", ("msgs_per_s", cpu)),
+                             ("xhr_echo", ("msgs_per_s", cpu))):
+            for entry in self.scenarios.get(key, {}).get("contenders", {}).values():
+                for metric in metrics:
+                    entry[metric] = median([run.get(metric) for run in entry["runs"]])
+
+    def table(self):
+        rows = []
+        sc = self.scenarios
+
+        def value(key, contender, metric):
+            return sc.get(key, {}).get("contenders", {}).get(contender, {}).get(metric)
+
+        def add(key, metric, unit, contender, base_key=None, better="higher", note=""):
+            val = value(key, contender, metric)
+            base = value(base_key or key, "plain", metric)
+            ratio = (val / base) if (val is not None and base) else None
+            rows.append({"scenario": key, "metric": metric, "unit": unit,
+                         "contender": contender, "median": val,
+                         "ratio_vs_plain": round(ratio, 3) if ratio is not None else None,
+                         "better": better, "note": note})
+
+        cpu = "server_cpu_us_per_msg"
+        for contender in sc.get("latency", {}).get("contenders", {}):
+            add("latency", "p50_us", "us", contender, better="lower")
+            add("latency", "p99_us", "us", contender, better="lower")
+            add("latency", cpu, "us", contender, better="lower", note="server CPU per round trip")
+        for contender in sc.get("echo", {}).get("contenders", {}):
+            add("echo", "msgs_per_s", "msg/s", contender)
+            add("echo", cpu, "us", contender, better="lower")
+        for contender in sc.get("fanout", {}).get("contenders", {}):
+            add("fanout", "msgs_per_s", "msg/s", contender, note="delivered" + (
+                ", conn.broadcast()" if contender == "tornadio-bcast" else ""))
+            add("fanout", cpu, "us", contender, better="lower", note="per delivered message")
+        for contender in sc.get("xhr_echo", {}).get("contenders", {}):
+            add("xhr_echo", "msgs_per_s", "msg/s", contender, base_key="echo",
+                note="ratio vs plain websocket echo")
+            add("xhr_echo", cpu, "us", contender, base_key="echo", better="lower",
+                note="ratio vs plain websocket echo")
+        for contender, mem in sc.get("memory", {}).get("contenders", {}).items():
+            base_steps = sc["memory"]["contenders"].get("plain", {}).get("steps", [])
+            for index, step in enumerate(mem.get("steps", [])):
+                base = base_steps[index]["per_session_kb"] if index < len(base_steps) else None
+                val = step["per_session_kb"]
+                rows.append({"scenario": "memory", "metric": "kb_per_session@%d" % step["open"],
+                             "unit": "KiB", "contender": contender, "median": val,
+                             "ratio_vs_plain": round(val / base, 3) if val and base else None,
+                             "better": "lower", "note": "RSS growth / sessions"})
+        for contender in sc.get("lag", {}).get("contenders", {}):
+            entry = sc["lag"]["contenders"][contender]
+            note = "%s sessions" % entry.get("sessions")
+            if entry.get("heartbeats_echoed"):
+                note += ", %d heartbeats echoed" % entry["heartbeats_echoed"]
+            if entry.get("pings_answered"):
+                note += ", %d pings answered" % entry["pings_answered"]
+            add("lag", "p99_ms", "ms", contender, better="lower", note=note)
+        codec = sc.get("codec", {})
+        for case in codec.get("cases", []):
+            for op in ("encode", "decode"):
+                rows.append({"scenario": "codec", "metric": "%s %s %s %d" % (
+                    op, case["text"], case["shape"], case["chars"]), "unit": "MB/s",
+                    "contender": "tornadio", "median": case["%s_mb_s" % op],
+                    "ratio_vs_plain": None, "better": "higher",
+                    "note": "%.2f us/call" % case["%s_us_per_call" % op]})
+        return rows
+
+    def targets(self):
+        sc = self.scenarios
+        out = []
+
+        def get(key, contender, metric):
+            return sc.get(key, {}).get("contenders", {}).get(contender, {}).get(metric)
+
+        def ratio(a, b):
+            return a / b if a is not None and b else None
+
+        def check(name, val, limit, op):
+            met = None if val is None else (val >= limit if op == ">=" else
+                                            val <= limit if op == "<=" else val < limit)
+            out.append({"target": name, "value": None if val is None else round(val, 3),
+                        "op": op, "limit": limit, "met": met})
+
+        check("websocket echo throughput vs plain", ratio(
+            get("echo", "tornadio-ws", "msgs_per_s"), get("echo", "plain", "msgs_per_s")),
+            0.90, ">=")
+        check("latency p50 vs plain", ratio(
+            get("latency", "tornadio-ws", "p50_us"), get("latency", "plain", "p50_us")),
+            1.10, "<=")
+        check("fan-out vs plain loop", ratio(
+            get("fanout", "tornadio-ws", "msgs_per_s"), get("fanout", "plain", "msgs_per_s")),
+            0.90, ">=")
+        mem = sc.get("memory", {}).get("contenders", {})
+        tornadio_steps = mem.get("tornadio-ws", {}).get("steps", [])
+        plain_steps = mem.get("plain", {}).get("steps", [])
+        for index, step in enumerate(tornadio_steps):
+            if index < len(plain_steps):
+                check("RSS per idle session vs plain @%d" % step["open"],
+                      ratio(step["per_session_kb"], plain_steps[index]["per_session_kb"]),
+                      1.3, "<=")
+        lag = sc.get("lag", {}).get("contenders", {}).get("tornadio-ws", {})
+        check("IOLoop lag p99 (ms) with %s sessions" % (lag.get("sessions") or "the held"),
+              lag.get("p99_ms"), 50, "<")
+        check("xhr-polling echo vs TornadIO websocket echo", ratio(
+            get("xhr_echo", "tornadio-xhr", "msgs_per_s"),
+            get("echo", "tornadio-ws", "msgs_per_s")), 0.5, ">=")
+        for case in sc.get("codec", {}).get("cases", []):
+            if case["text"] == "ascii" and case["shape"] == "single":
+                for op in ("encode", "decode"):
+                    check("codec %s ASCII single frame %d chars (MB/s)" % (op, case["chars"]),
+                          case["%s_mb_s" % op], 50, ">=")
+        return out
+
+    def meta(self):
+        return {
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+            "preset": self.args.preset, "config": self.cfg,
+            "message_size": MESSAGE_SIZE,
+            "tcp_nodelay": not self.args.tornado_defaults,
+            "python": platform.python_version(), "executable": self.python,
+            "socketio_python": self.socketio_python,
+            "versions": _versions(self.python, self.socketio_python),
+            "git": self.git_start,
+            "git_end": _git_revision(),
+            "tornadio_source_sha1": self.source_start,
+            # Servers started later import the library again: flag edits made meanwhile.
+            "tornadio_changed_during_run": _source_digest() != self.source_start,
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "loadavg_start": self.loadavg_start, "loadavg_end": _loadavg(),
+            "elapsed_s": round(time.monotonic() - self.clock_start, 1),
+            "logs": self.log_dir,
+        }
+
+    def report(self):
+        self.summarise()
+        rows = self.table()
+        targets = self.targets()
+        document = {"meta": self.meta(), "scenarios": self.scenarios, "table": rows,
+                    "targets": targets, "skipped": self.skipped, "errors": self.errors,
+                    "profiles": self.profiles}
+        os.makedirs(os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
+        with open(self.output, "w") as out:
+            json.dump(document, out, indent=1)
+        if not self.args.json_only:
+            print_table(rows, targets, self.skipped, self.errors, self.profiles, document["meta"])
+            print("\nresults: %s" % self.output)
+        return document
+
+
+def print_table(rows, targets, skipped, errors, profiles, meta):
+    print("\nTornadIO benchmarks (%s preset, %s round(s), %s s, loadavg at start %s, end %s)"
+          " - medians" % (meta["preset"], meta["config"]["repeats"], meta["elapsed_s"],
+                          meta["loadavg_start"], meta["loadavg_end"]))
+    busy = (meta["loadavg_start"] or [0])[0]  # the end value counts this run's own load
+    if busy > 0.5 * (meta["cpus"] or 1):
+        print("note: the machine was busy (loadavg %.1f on %s cores): wall-clock rates and lag "
+              "suffer first; server_cpu_us_per_msg rows are the steadier comparison"
+              % (busy, meta["cpus"]))
+    header = ("scenario", "metric", "contender", "median", "unit", "x plain", "note")
+    lines = [header]
+    for row in rows:
+        med = row["median"]
+        lines.append((row["scenario"], row["metric"], row["contender"],
+                      "-" if med is None else ("%.1f" % med if med < 1e5 else "%.0f" % med),
+                      row["unit"],
+                      "-" if row["ratio_vs_plain"] is None else "%.2f" % row["ratio_vs_plain"],
+                      row["note"]))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for index, line in enumerate(lines):
+        print("  ".join(str(cell).ljust(widths[i]) if i not in (3, 5) else
+                        str(cell).rjust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    if meta.get("tornadio_changed_during_run"):
+        print("WARNING: tornadio/*.py changed during the run (git %s -> %s): servers started "
+              "at different times ran different code" % (meta["git"], meta["git_end"]))
+    print("\nTargets")
+    for target in targets:
+        mark = {True: "MET ", False: "MISS", None: "n/a "}[target["met"]]
+        print("  [%s] %s: %s (target %s %s)" % (mark, target["target"], target["value"],
+                                                target["op"], target["limit"]))
+    for scenario, summary in profiles.items():
+        if isinstance(summary, dict) and summary.get("top_self"):
+            print("\nProfile tornadio-ws %s (py-spy, %d samples), top self time:"
+                  % (scenario, summary["samples"]))
+            for item in summary["top_self"][:10]:
+                print("  %5.1f%%  %s" % (item["percent"], item["frame"]))
+            print("  TornadIO functions, inclusive (request entry frames left out):")
+            for item in summary["top_inclusive_tornadio"][:8]:
+                print("  %5.1f%%  %s" % (item["percent"], item["frame"]))
+    for skip in skipped:
+        print("\nskipped %s: %s" % (skip["contender"], skip["reason"]))
+    for error in errors:
+        print("\nERROR %s" % error)
+
+
+def summarise_profile(path, top=20):
+    """Top frames by self and inclusive samples from py-spy's raw (collapsed) output."""
+    self_samples, inclusive = Counter(), Counter()
+    total = 0
+    try:
+        with open(path) as raw:
+            for line in raw:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not stack or not count.isdigit():
+                    continue
+                count = int(count)
+                total += count
+                frames = [_short_frame(f) for f in stack.split(";")]
+                self_samples[frames[-1]] += count
+                for frame in set(frames):
+                    inclusive[frame] += count
+    except OSError as exc:
+        return {"error": str(exc)}
+
+    def listing(counter):
+        return [{"frame": frame, "samples": n, "percent": round(100.0 * n / total, 1)}
+                for frame, n in counter.most_common(top)]
+
+    tornadio = Counter({f: n for f, n in inclusive.items()
+                        if "tornadio/" in f and f.split(" (")[0] not in _ENTRY_FRAMES})
+    return {"raw": path, "samples": total, "top_self": listing(self_samples) if total else [],
+            "top_inclusive_tornadio": listing(tornadio) if total else []}
+
+
+#: TornadIO frames that sit under every WebSocket read (the request coroutine that
+#: runs Tornado's receive loop): their inclusive time is Tornado's, not theirs.
+_ENTRY_FRAMES = {"SocketRouterHandler.get", "SocketRouterHandler.post", "_maybe_await",
+                 "WebSocketTransport.get", "HttpTransport.get", "HttpTransport.post"}
+
+
+def _short_frame(frame):
+    # "func (/path/to/pkg/file.py:123)" -> "func (pkg/file.py)": one entry per function.
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rpartition(":")[0] or where.rstrip(")")
+    parts = where.replace("\\", "/").split("/")
+    return "%s (%s)" % (name, "/".join(parts[-2:]))
+
+
+def _has_module(python, module):
+    try:
+        return subprocess.run([python, "-c", "import %s" % module], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _versions(python, socketio_python):
+    versions = {}
+    code = ("import json, tornado\nout = {'tornado': tornado.version}\n"
+            "try:\n import simplejson; out['simplejson'] = simplejson.__version__\n"
+            "except ImportError: pass\nprint(json.dumps(out))")
+    try:
+        versions.update(json.loads(subprocess.run([python, "-c", code], capture_output=True,
+                                                  text=True, timeout=30).stdout))
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    if socketio_python:
+        code = ("import json, socketio, engineio, importlib.metadata as m\nprint(json.dumps("
+                "{'python-socketio': m.version('python-socketio'), "
+                "'python-engineio': m.version('python-engineio')}))")
+        try:
+            versions.update(json.loads(subprocess.run(
+                [socketio_python, "-c", code], capture_output=True, text=True,
+                timeout=30).stdout))
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+    return versions
+
+
+def _git_revision():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=REPO_ROOT, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tornadio"],
+                               capture_output=True, text=True, cwd=REPO_ROOT,
+                               timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "") if rev else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _source_digest():
+    """SHA-1 over the tornadio package's .py files, as the servers will import them."""
+    root = os.path.join(os.environ.get("TORNADIO_BENCH_PATH") or REPO_ROOT, "tornadio")
+    digest = hashlib.sha1()
+    try:
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                digest.update(name.encode())
+                with open(os.path.join(root, name), "rb") as source:
+                    digest.update(source.read())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="TornadIO benchmarks (see the module docstring for details).")
+    size = parser.add_mutually_exclusive_group()
+    for preset in ("smoke", "quick", "long"):
+        size.add_argument("--" + preset, dest="preset", action="store_const", const=preset,
+                          help="the %s preset" % preset)
+    parser.set_defaults(preset="default")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated subset of: %s" % ", ".join(SCENARIOS))
+    parser.add_argument("--repeats", type=int, help="rounds per contender (override)")
+    parser.add_argument("--duration", type=float, help="seconds per measurement (override)")
+    parser.add_argument("--clients", type=int, help="clients for echo/fan-out/xhr (override)")
+    parser.add_argument("--hold-counts", help="idle session counts, e.g. 2000,10000 (override)")
+    parser.add_argument("--lag-seconds", type=float, help="how long to sample IOLoop lag")
+    so = parser.add_mutually_exclusive_group()
+    so.add_argument("--with-socketio", action="store_true",
+                    help="require python-socketio (fail if it is missing)")
+    so.add_argument("--without-socketio", action="store_true", help="leave python-socketio out")
+    parser.add_argument("--socketio-python", help="interpreter that has python-socketio")
+    parser.add_argument("--tornado-defaults", action="store_true",
+                        help="leave Nagle on (Tornado's default) instead of TCP_NODELAY on "
+                             "every server's WebSockets")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy TornadIO during extra echo and fan-out runs")
+    parser.add_argument("--output", help="JSON path (default benchmarks/results/<time>.json)")
+    parser.add_argument("--json-only", action="store_true", help="print nothing but errors")
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown:
+        parser.error("unknown scenario(s): %s" % ", ".join(unknown))
+    args.scenarios = [s for s in SCENARIOS if s in names]
+    return args
+
+
+def config_for(args):
+    cfg = dict(PRESETS[args.preset])
+    for name in ("repeats", "duration", "clients", "lag_seconds"):
+        if getattr(args, name) is not None:
+            cfg[name] = getattr(args, name)
+    if args.hold_counts:
+        cfg["hold_counts"] = sorted(int(x) for x in args.hold_counts.split(","))
+    return cfg
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = config_for(args)
+    # Explicit, so that Ctrl-C works even where SIGINT was inherited as ignored
+    # (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    bench = None
+    try:
+        bench = Bench(args, cfg)
+        bench.loadavg_start = _loadavg()
+        bench.say("TornadIO benchmarks, %s preset: contenders %s; scenarios %s" % (
+            args.preset, ", ".join(bench.contenders), ", ".join(args.scenarios)))
+        bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping child processes", file=sys.stderr)
+        Child.stop_all()
+        if bench is not None:
+            bench.errors.append("interrupted")
+            bench.report()
+        return 130
+    except BenchError as exc:
+        print("ERROR %s" % exc, file=sys.stderr)
+        Child.stop_all()
+        if bench is not None:
+            bench.errors.append(str(exc))
+            bench.report()
+        return 2
+    finally:
+        Child.stop_all()
+    bench.report()
+    return 1 if bench.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Benchmark servers, one process per contender, listening on 127.0.0.1.
+
+    python benchmarks/servers.py --kind plain|tornadio|socketio [--port 0]
+
+``--nodelay`` sets TCP_NODELAY on every WebSocket (all kinds alike, from the
+benchmark app: the libraries are not modified). Prints one JSON line
+``{"ready": true, "port": P, "pid": PID, "variants": [...]}`` once listening,
+then serves until its stdin reaches EOF (run.py holds the other end, so a
+server never outlives the run) or it receives SIGTERM.
+
+Every server has the same instrumentation at ``GET /_bench/stats``:
+``rss_kb`` (VmRSS), ``sessions`` (live connections/sessions), ``?gc=1`` to
+collect garbage first, ``?lag=start`` / ``?lag=stop`` to sample the IOLoop's
+scheduling delay in between (reported as ``lag``: p50/p99/max in ms).
+
+Endpoints per kind
+    plain     /echo (echo), /fanout (each message to every /fanout client,
+              a plain loop over a class-level set calling write_message)
+    tornadio  /echo/<transport>/... (EchoConnection: send back what comes)
+              /fanout/websocket (FanoutConnection: iterate a class-level
+              set of connections and call send() on each)
+              /bcast/websocket (the same fan-out through the library's
+              SocketConnection.broadcast(), when the library has it)
+    socketio  python-socketio AsyncServer(async_mode="tornado") at /socket.io/;
+              namespace "/" echoes "message" events to the sender, "/fan"
+              broadcasts each "message" event to the namespace
+"""
+import argparse
+import asyncio
+import gc
+import os
+import signal
+import sys
+import time
+from collections import deque
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit, percentile, raise_nofile, rss_kb, use_repo_tornadio  # noqa: E402
+
+import tornado.web  # noqa: E402
+import tornado.websocket  # noqa: E402
+from tornado.httpserver import HTTPServer  # noqa: E402
+from tornado.netutil import bind_sockets  # noqa: E402
+
+
+class LagMonitor:
+    """Samples how late a 5 ms sleep wakes up: the IOLoop's scheduling delay."""
+
+    def __init__(self, interval=0.005, keep=200000):
+        self.interval = interval
+        self.samples = deque(maxlen=keep)
+        self.task = None
+        self.started = None
+        self.stalls = []
+        self.loop_start = 0.0
+
+    def start(self):
+        self.stop()
+        self.samples.clear()
+        self.stalls = []
+        self.started = time.monotonic()
+        self.loop_start = asyncio.get_running_loop().time()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        interval = self.interval
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            lag = loop.time() - before - interval
+            self.samples.append(lag if lag > 0.0 else 0.0)
+            if lag > 0.02:
+                self.stalls.append((round(before - self.loop_start, 3), round(lag * 1000, 1)))
+
+    def summary(self):
+        values = sorted(self.samples)
+        if not values:
+            return None
+        return {
+            "samples": len(values),
+            "seconds": round(time.monotonic() - self.started, 3) if self.started else None,
+            "p50_ms": round(percentile(values, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+            "max_ms": round(values[-1] * 1000, 3),
+            # [seconds into the window, lag ms] of the worst stalls over 20 ms
+            "worst_stalls": sorted(self.stalls, key=lambda s: -s[1])[:5],
+            "stalls_over_20ms": len(self.stalls),
+        }
+
+
+class StatsHandler(tornado.web.RequestHandler):
+    def initialize(self, monitor, count_sessions):
+        self.monitor = monitor
+        self.count_sessions = count_sessions
+
+    def get(self):
+        if self.get_argument("gc", None):
+            gc.collect()
+        lag = self.get_argument("lag", None)
+        if lag == "start":
+            self.monitor.start()
+        elif lag == "stop":
+            self.monitor.stop()
+        self.write({
+            "pid": os.getpid(),
+            "rss_kb": rss_kb(),
+            "sessions": self.count_sessions(),
+            "lag": self.monitor.summary() if lag == "stop" else None,
+            "gc_collections": [gen["collections"] for gen in gc.get_stats()],
+            "cpu_s": round(time.process_time(), 3),
+        })
+
+
+# -- plain Tornado -------------------------------------------------------------
+NODELAY = [False]
+
+
+def _retrieve(future):
+    """A write to a client that has gone meanwhile is no error worth a traceback."""
+    if not future.cancelled():
+        future.exception()
+
+#: Optional endpoints this server has (announced in its ready line).
+VARIANTS = []
+
+
+class PlainEcho(tornado.websocket.WebSocketHandler):
+    live = set()
+
+    def check_origin(self, origin):
+        return True
+
+    def open(self):
+        if NODELAY[0]:
+            self.set_nodelay(True)
+        self.live.add(self)
+
+    def on_message(self, message):
+        self.write_message(message).add_done_callback(_retrieve)
+
+    def on_close(self):
+        self.live.discard(self)
+
+
+class PlainFanout(tornado.websocket.WebSocketHandler):
+    members = set()
+
+    def check_origin(self, origin):
+        return True
+
+    def open(self):
+        if NODELAY[0]:
+            self.set_nodelay(True)
+        self.members.add(self)
+
+    def on_message(self, message):
+        for member in self.members:
+            try:
+                member.write_message(message).add_done_callback(_retrieve)
+            except tornado.websocket.WebSocketClosedError:
+                pass
+
+    def on_close(self):
+        self.members.discard(self)
+
+
+def plain_app():
+    rules = [(r"/echo", PlainEcho), (r"/fanout", PlainFanout)]
+    return rules, lambda: len(PlainEcho.live) + len(PlainFanout.members)
+
+
+# -- TornadIO -----------------------------------------------------------------
+def tornadio_app():
+    use_repo_tornadio()
+    from tornadio import SocketConnection, get_router
+
+    class EchoConnection(SocketConnection):
+        def on_message(self, message):
+            self.send(message)
+
+    class FanoutConnection(SocketConnection):
+        participants = set()
+
+        def on_open(self, request, *args, **kwargs):
+            self.participants.add(self)
+
+        def on_message(self, message):
+            for participant in self.participants:
+                participant.send(message)
+
+        def on_close(self):
+            self.participants.discard(self)
+
+    routers = [with_nodelay(get_router(EchoConnection, resource="echo")),
+               with_nodelay(get_router(FanoutConnection, resource="fanout"))]
+    if hasattr(SocketConnection, "broadcast"):
+        class BroadcastConnection(SocketConnection):
+            """Fan-out through the library's own API (encodes once per message)."""
+
+            def on_message(self, message):
+                self.broadcast(message, include_self=True)
+
+        routers.append(with_nodelay(get_router(BroadcastConnection, resource="bcast")))
+        VARIANTS.append("bcast")
+
+    def count():
+        return sum(len(router.sessions()) for router in routers
+                   if router._container is not None)
+
+    return [router.route() for router in routers], count
+
+
+# -- python-socketio (Tornado mode) -------------------------------------------
+def socketio_app():
+    import socketio
+
+    sio = socketio.AsyncServer(async_mode="tornado", cors_allowed_origins="*",
+                               logger=False, engineio_logger=False)
+
+    @sio.on("message")
+    async def echo(sid, data):
+        await sio.emit("message", data, to=sid)
+
+    @sio.on("message", namespace="/fan")
+    async def fan(sid, data):
+        await sio.emit("message", data, namespace="/fan")
+
+    def count():
+        return len(sio.eio.sockets)
+
+    return [(r"/socket.io/", with_nodelay(socketio.get_tornado_handler(sio)))], count
+
+
+def with_nodelay(handler_class):
+    """The handler class, turning Nagle off on each WebSocket when --nodelay is given.
+
+    Applied from outside (a subclass) so the library under test is unchanged.
+    """
+    if not NODELAY[0]:
+        return handler_class
+
+    class NoDelay(handler_class):
+        def open(self, *args, **kwargs):
+            self.set_nodelay(True)
+            return super().open(*args, **kwargs)
+
+    NoDelay.__name__ = handler_class.__name__
+    return NoDelay
+
+
+APPS = {"plain": plain_app, "tornadio": tornadio_app, "socketio": socketio_app}
+
+
+async def serve(kind, port):
+    rules, count = APPS[kind]()
+    monitor = LagMonitor()
+    rules.append((r"/_bench/stats", StatsHandler, {"monitor": monitor, "count_sessions": count}))
+    app = tornado.web.Application(rules)
+    sockets = bind_sockets(port, "127.0.0.1", backlog=4096)
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finish(*_):
+        if not done.done():
+            done.set_result(None)
+
+    def on_stdin():
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            finish()
+
+    loop.add_reader(0, on_stdin)
+    loop.add_signal_handler(signal.SIGTERM, finish)
+    loop.add_signal_handler(signal.SIGINT, finish)
+    emit({"ready": True, "port": sockets[0].getsockname()[1], "pid": os.getpid(),
+          "kind": kind, "variants": VARIANTS})
+    await done
+    loop.remove_reader(0)
+    server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=sorted(APPS), required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--nodelay", action="store_true",
+                        help="set TCP_NODELAY on every WebSocket (all kinds alike)")
+    args = parser.parse_args()
+    NODELAY[0] = args.nodelay
+    raise_nofile()
+    asyncio.run(serve(args.kind, args.port))
+    # Skip interpreter teardown of 10,000 live sockets: the OS closes them.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -176,8 +176,16 @@ class RedisBroadcastBackend(BroadcastBackend):
             "pending": len(self._outbox),
         }
 
-    async def close(self):
-        """Stop reconnecting, drop the connections; pending publications resolve False."""
+    async def close(self, drain_timeout=2.0):
+        """Publish what is pending (for at most ``drain_timeout`` s), then stop
+        reconnecting and drop the connections; what is still pending resolves False.
+
+        A shutdown's last words (``on_close`` broadcasts such as "X left") are
+        sent, not dropped.
+        """
+        pending = [future for _, _, future in self._outbox if not future.done()]
+        if pending and self.connected:
+            await asyncio.wait(pending, timeout=drain_timeout)
         self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done():

@@ -159,25 +159,20 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
 
     @classmethod
     async def shutdown(cls, reason=None):
-        """Close every session (``on_close`` runs), then stop broadcasting and sampling.
+        """Close every session (``on_close`` runs) and stop the stats sampler.
 
         What ``SocketServer.shutdown`` does for each router; nothing is created
-        for a router that never served a request.
+        for a router that never served a request. A ``broadcast_backend`` is
+        left open: ``on_close`` handlers may still be broadcasting their last
+        words, and the application that made the backend closes it (``await
+        backend.close()``) when it is done.
         """
-        from tornadio import broadcast, stats
-        container = cls._container
-        if container is None:
-            return
-        container.close_all(reason or sessions.REASON_SHUTDOWN)
-        broadcaster = broadcast._BROADCASTERS.get(container)
-        if broadcaster is not None:
-            broadcaster.close()
+        from tornadio import stats
         sampler = stats._STATS.pop(cls, None)
         if sampler is not None:
             sampler.stop()
-        backend = cls.socket_settings["broadcast_backend"]
-        if backend is not None:
-            await backend.close()
+        if cls._container is not None:
+            cls._container.close_all(reason or sessions.REASON_SHUTDOWN)
 
     @classmethod
     def make_info(cls, request, transport):

@@ -400,8 +400,10 @@ class SessionContainer:
         return expired
 
     def close_all(self, reason=REASON_SHUTDOWN):
-        """Close every session (``on_close`` runs) and drop undelivered leftovers."""
+        """Close every session (``on_close`` runs).
+
+        Leftovers of polling sessions stay parked, so a poll arriving during a
+        graceful shutdown still collects its client's last messages.
+        """
         for session in self:
             session.close(reason)
-        self.closing.clear()
-        self._stop_timer_when_idle()

@@ -291,7 +291,7 @@ def test_slow_coroutine_on_message_holds_the_reader_instead_of_queueing():
 
     class Slow(tornadio.SocketConnection):
         async def on_message(self, message):
-            depth.append(len(self.session._inbox))
+            depth.append(len(self.session._inbox or ()))
             await asyncio.sleep(0.002)
             self.send(message)
 

@@ -13,19 +13,36 @@ class ConnectionInfo:
     copied here whatever the transport.
     """
 
-    __slots__ = ("remote_ip", "headers", "cookies", "arguments", "path", "host",
-                 "protocol", "transport")
+    __slots__ = ("remote_ip", "headers", "path", "host", "protocol", "transport",
+                 "_query_arguments", "_cookies", "_arguments")
 
     def __init__(self, request, transport):
         self.remote_ip = request.remote_ip
-        self.headers = request.headers.copy()
-        self.cookies = _parse_cookies(request.headers.get("Cookie", ""))
-        self.arguments = {name: [value.decode("utf-8", "replace") for value in values]
-                          for name, values in request.query_arguments.items()}
+        # The request's own header object (not a copy): read-only here, and an
+        # idle server holds one of these per client.
+        self.headers = request.headers
         self.path = request.path
         self.host = request.host
         self.protocol = request.protocol
         self.transport = transport
+        self._query_arguments = request.query_arguments
+        self._cookies = None
+        self._arguments = None
+
+    @property
+    def cookies(self):
+        """Cookie name → value, parsed on first use."""
+        if self._cookies is None:
+            self._cookies = _parse_cookies(self.headers.get("Cookie", ""))
+        return self._cookies
+
+    @property
+    def arguments(self):
+        """Query argument name → list of str, decoded on first use."""
+        if self._arguments is None:
+            self._arguments = {name: [value.decode("utf-8", "replace") for value in values]
+                               for name, values in self._query_arguments.items()}
+        return self._arguments
 
     def get_argument(self, name, default=None):
         """The last value of a query argument, as Tornado's ``get_argument`` does."""

@@ -20,12 +20,12 @@ class WebSocketTransport(Transport):
 
     name = "websocket"
 
-    async def get(self, rest):
+    def get(self, rest):
         # Checked before the upgrade, while a 503 can still be answered.
         if self.refused_for_capacity():
-            return
+            return None
         # The 0.6 client never puts a session id in the WebSocket URL.
-        await tornado.websocket.WebSocketHandler.get(self.handler)
+        return tornado.websocket.WebSocketHandler.get(self.handler)
 
     def post(self, rest):
         self.fail(405, "websocket takes no POST")
@@ -43,6 +43,9 @@ class WebSocketTransport(Transport):
             self.handler.close(1008, "refused")
             return
         limit_write_buffer(self.handler.ws_connection.stream, self.settings)
+        # Payloads are small and already batched per loop turn: Nagle would only
+        # add delayed-ACK stalls (40 ms) to every round trip.
+        self.handler.set_nodelay(True)
         session.attach(self)
         session.start_heartbeats()
 

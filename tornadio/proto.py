@@ -4,6 +4,7 @@ This is the only module that knows the ``~m~``, ``~j~`` and ``~h~`` markers.
 LEN is counted in UTF-16 code units, as the JavaScript client counts
 ``String.length`` (PROTOCOL.md §1.3).
 """
+import re
 from collections import namedtuple
 
 try:  # simplejson is faster on some payloads; the stdlib is the fallback.
@@ -47,6 +48,7 @@ def _json_decode(text):
 
 
 _MARK_UNITS = b"~\x00m\x00~\x00"  # "~m~" in UTF-16-LE
+_ONE_FRAME = re.compile(r"~m~([0-9]{1,%d})~m~" % MAX_LEN_DIGITS)
 
 
 class ProtocolError(ValueError):
@@ -92,13 +94,20 @@ def _encode_json(value):
         raise EncodeError("value is not JSON-able: %s" % exc) from None
 
 
+_last_text = (None, "")
+
+
 def encode(value):
     """Frames for a Python value, with the TornadIO mapping (PROTOCOL.md §1.6).
 
     ``str`` goes as is; a list (or nested lists) becomes one frame per item;
     anything else, ``None`` included, is sent as ``~j~`` JSON.
     """
+    global _last_text
     if isinstance(value, str):
+        last = _last_text
+        if value is last[0]:  # the same string sent to many clients in a loop
+            return last[1]
         if value.startswith(HEARTBEAT_MARK):
             raise EncodeError("a text message may not start with ~h~")
         if value.startswith(JSON_MARK):
@@ -106,7 +115,9 @@ def encode(value):
                 _json_decode(value[3:])
             except (ValueError, RecursionError):
                 raise EncodeError("a text message starting with ~j~ must hold JSON") from None
-        return frame(value)
+        framed = frame(value)
+        _last_text = (value, framed)  # one assignment: safe across threads
+        return framed
     if isinstance(value, list):
         return _encode_list(value)
     return frame(JSON_MARK + _encode_json(value))
@@ -134,7 +145,12 @@ def _encode_list(value):
     return "".join(parts)
 
 
+_new_frame = tuple.__new__  # Frame(...) without the namedtuple's Python-level __new__
+
+
 def _classify(message):
+    if message[:1] != "~":
+        return _new_frame(Frame, (TEXT, message))
     if message.startswith(HEARTBEAT_MARK):
         return Frame(HEARTBEAT, message[3:])
     if message.startswith(JSON_MARK):
@@ -198,6 +214,11 @@ def decode(payload, max_length=None):
     bounds each declared LEN, in UTF-16 units.
     """
     if payload.isascii():
+        single = _ONE_FRAME.match(payload)
+        if single is not None and len(payload) - single.end() == int(single.group(1)):
+            # The common case: one frame, nothing to walk.
+            _parse_len(single.group(1), max_length)
+            return [_classify(payload[single.end():])]
         messages = _split(payload, 1, max_length, str)
     else:
         try:

@@ -5,7 +5,6 @@ switch handler classes after routing, and WebSocket needs ``WebSocketHandler``.
 The handler only parses the URL and hands the request to a small transport
 object (``persistent.py``, ``polling.py``); the transports do the work.
 """
-import inspect
 import logging
 import numbers
 import re
@@ -179,22 +178,25 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         return ConnectionInfo(request, transport)
 
     # -- request level -------------------------------------------------------
-    def initialize(self):
-        self._body = bytearray()
-        self.transport = None
-        self.fail_reason = None
-        self.open_extra_args = ()
-        self.open_extra_kwargs = {}
+    # Per-request state as class-level defaults, set on the instance only when
+    # used: a few more instance attributes would cost every WebSocket handler
+    # CPython's shared-key dict (about 1 KiB per idle connection).
+    transport = None
+    fail_reason = None
+    open_extra_args = ()
+    open_extra_kwargs = None
+    _body = None
 
     def prepare(self):
         # Bodies are streamed so an oversized POST is refused before it is buffered.
         if self.request.method == "POST":
+            self._body = bytearray()
             declared = self.request.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > self.socket_settings["max_http_body"]:
                 self.fail(413, "body of %s bytes over max_http_body" % declared)
 
     def data_received(self, chunk):
-        if self._finished:
+        if self._finished or self._body is None:
             return
         if len(self._body) + len(chunk) > self.socket_settings["max_http_body"]:
             self.fail(413, "body over max_http_body")
@@ -202,7 +204,7 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         self._body += chunk
 
     def request_body(self):
-        return self._body
+        return self._body or b""
 
     def check_xsrf_cookie(self):
         """Exempt: the unguessable session id is what protects these POSTs."""
@@ -256,18 +258,19 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         self.transport = transport_class(self)
         return self.transport
 
-    async def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
+    # get/post return the transport's awaitable (Tornado awaits it) instead of
+    # awaiting it in a coroutine of their own, which would stay suspended, and
+    # in memory, for a WebSocket's whole life.
+    def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
         if protocol == "socket.io.js" and rest is None and self.client_script is not None:
             self.client_script.serve(self)
-            return
+            return None
         transport = self._start(protocol, extra)
-        if transport is not None:
-            await _maybe_await(transport.get(rest or ""))
+        return None if transport is None else transport.get(rest or "")
 
-    async def post(self, resource=None, extra=None, protocol=None, rest=None, **_):
+    def post(self, resource=None, extra=None, protocol=None, rest=None, **_):
         transport = self._start(protocol, extra)
-        if transport is not None:
-            await _maybe_await(transport.post(rest or ""))
+        return None if transport is None else transport.post(rest or "")
 
     def options(self, resource=None, extra=None, protocol=None, rest=None, **_):
         transport = self._start(protocol, extra)
@@ -293,11 +296,6 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         # any other request before it is finished.
         if self.transport is not None:
             self.transport.on_connection_lost()
-
-
-async def _maybe_await(result):
-    if inspect.isawaitable(result):
-        await result
 
 
 _SESSION_IN_PATH = re.compile(r"(/(?:xhr-polling|jsonp-polling|htmlfile|xhr-multipart)/)([0-9A-Za-z]+)")

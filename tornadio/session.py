@@ -66,6 +66,13 @@ def call_user(what, func, *args, **kwargs):
 class Session:
     """State of one client: queue, timers, and dispatch into the connection."""
 
+    # Slots: tens of thousands of idle sessions are the normal case.
+    __slots__ = ("id", "container", "transport", "info", "settings", "state", "close_reason",
+                 "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
+                 "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
+                 "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
+                 "connection", "__weakref__")
+
     def __init__(self, container, connection_class, transport, info, settings):
         self.id = generate_session_id()
         self.container = container
@@ -80,7 +87,9 @@ class Session:
         self._queued_size = 0
         self._sink = None
         self._flush_scheduled = False
-        self._inbox = deque()
+        self._receiving = False
+        # Messages waiting behind a running coroutine on_message (None: none).
+        self._inbox = None
         self._drained = None
         self._heartbeat_count = 0
         self._heartbeat_pending = None
@@ -127,7 +136,7 @@ class Session:
         was_open = self.state == OPEN
         self.state = CLOSED
         self.close_reason = reason
-        self._inbox.clear()
+        self._inbox = None
         self._wake_readers()
         if self._heartbeat_timer is not None:
             IOLoop.current().remove_timeout(self._heartbeat_timer)
@@ -179,9 +188,12 @@ class Session:
             self._queue.clear()
             self.close(REASON_OVERFLOW)
             return
-        if self._sink is not None and not self._flush_scheduled:
+        # While receive() runs user code, replies wait for the end of it and go
+        # out at once (no extra loop turn); other sends are flushed together,
+        # once per loop turn.
+        if self._sink is not None and not self._flush_scheduled and not self._receiving:
             self._flush_scheduled = True
-            IOLoop.current().add_callback(self._flush)
+            self.container.schedule_flush(self)
 
     def _flush(self):
         self._flush_scheduled = False
@@ -244,38 +256,49 @@ class Session:
         frames = proto.decode(payload, self.settings["max_message_length"])
         if self.state != OPEN:
             return None
-        inbox = self._inbox
-        before = len(inbox)
+        messages = []
         for kind, data in frames:
             if kind is proto.HEARTBEAT:
                 self._heartbeat_echo(data)
             else:
-                inbox.append(data)
-        received = len(inbox) - before
-        self.messages_in += received
-        self.container.messages_in += received
-        if len(inbox) > MAX_INBOX:
+                messages.append(data)
+        self.messages_in += len(messages)
+        self.container.messages_in += len(messages)
+        if self._drained is not None:  # a coroutine on_message is still running
+            self._inbox.extend(messages)
+        else:
+            self._receiving = True
+            try:
+                self._run(iter(messages))
+            finally:
+                self._receiving = False
+            sink = self._sink
+            if sink is not None and self._queue:
+                self._deliver(sink)
+        if self._inbox is not None and len(self._inbox) > MAX_INBOX:
             log.warning("session %s: %d messages wait for on_message; closing",
-                        short_id(self.id), len(inbox))
+                        short_id(self.id), len(self._inbox))
             self.close(REASON_INBOX_OVERFLOW)
             return None
-        if self._drained is None:
-            self._dispatch()
         if self._drained is None:
             return None
         return asyncio.shield(self._drained)
 
-    def _dispatch(self):
+    def _run(self, messages):
+        """Hand ``messages`` (an iterator) to on_message until one is a coroutine."""
         on_message = self.connection.on_message
-        inbox = self._inbox
-        while inbox and self.state == OPEN:
-            result = call_user("on_message", on_message, inbox.popleft())
-            if inspect.isawaitable(result):
+        for message in messages:
+            if self.state != OPEN:
+                return
+            result = call_user("on_message", on_message, message)
+            if result is not None and inspect.isawaitable(result):
+                if self._inbox is None:
+                    self._inbox = deque(messages)  # the rest wait for this one
                 if self._drained is None:
                     self._drained = asyncio.get_running_loop().create_future()
-                future = asyncio.ensure_future(result)
-                future.add_done_callback(self._after_async_message)
+                asyncio.ensure_future(result).add_done_callback(self._after_async_message)
                 return
+        self._inbox = None
         self._wake_readers()
 
     def _wake_readers(self):
@@ -286,7 +309,7 @@ class Session:
     def _after_async_message(self, future):
         if not future.cancelled() and future.exception() is not None:
             log.error("error in on_message", exc_info=future.exception())
-        self._dispatch()
+        self._run(_drain(self._inbox))
 
     # -------------------------------------------------------------- heartbeats
     def start_heartbeats(self):
@@ -314,6 +337,12 @@ class Session:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
 
 
+def _drain(inbox):
+    """Take messages from the front of ``inbox`` (None: nothing) while it has some."""
+    while inbox:
+        yield inbox.popleft()
+
+
 class SessionContainer:
     """All live sessions of one router, with deadline-ordered expiry.
 
@@ -336,6 +365,18 @@ class SessionContainer:
         self.messages_out = 0
         #: Called with each session as it leaves the container (groups, stats...).
         self.on_remove = []
+        self._to_flush = []
+
+    def schedule_flush(self, session):
+        """Flush ``session`` at the next loop turn, with every other session due then."""
+        self._to_flush.append(session)
+        if len(self._to_flush) == 1:
+            IOLoop.current().add_callback(self._flush_due)
+
+    def _flush_due(self):
+        due, self._to_flush = self._to_flush, []
+        for session in due:
+            session._flush()
 
     def __len__(self):
         return len(self.sessions)

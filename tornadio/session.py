@@ -188,9 +188,8 @@ class Session:
             self._queue.clear()
             self.close(REASON_OVERFLOW)
             return
-        # While receive() runs user code, replies wait for the end of it and go
-        # out at once (no extra loop turn); other sends are flushed together,
-        # once per loop turn.
+        # While receive() runs user code, replies wait for its end (see there);
+        # other sends are flushed together, once per loop turn.
         if self._sink is not None and not self._flush_scheduled and not self._receiving:
             self._flush_scheduled = True
             self.container.schedule_flush(self)
@@ -272,9 +271,12 @@ class Session:
                 self._run(iter(messages))
             finally:
                 self._receiving = False
-            sink = self._sink
-            if sink is not None and self._queue:
-                self._deliver(sink)
+            if self._sink is not None and self._queue:
+                if _loop_is_idle():
+                    self._deliver(self._sink)  # nothing else to batch with: no extra turn
+                elif not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.container.schedule_flush(self)
         if self._inbox is not None and len(self._inbox) > MAX_INBOX:
             log.warning("session %s: %d messages wait for on_message; closing",
                         short_id(self.id), len(self._inbox))
@@ -335,6 +337,17 @@ class Session:
             self._heartbeat_pending = None
         else:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
+
+
+def _loop_is_idle():
+    """True when no other callback waits in this loop turn.
+
+    Then a reply is written at once (lowest latency); under load it waits for
+    the turn's end and goes out with everything else due (fewer writes). Reads
+    asyncio's private ready queue; an event loop without one counts as busy.
+    """
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is not None and not ready
 
 
 def _drain(inbox):

@@ -342,22 +342,6 @@ def test_malformed_origins_are_refused_not_crashed(origin):
     run(go())
 
 
-def test_a_post_to_a_closed_session_does_not_eat_its_last_words():
-    events = Events()
-
-    async def go():
-        async with serve(echo_connection(events), dict(FAST, session_expiry=5)) as (base, _):
-            sid, _ = await open_xhr(base)
-            conn = events.connections[0]
-            conn.send("bye")
-            conn.close()
-            assert (await post(base, "xhr-polling", sid, "~m~1~m~x")).code == 401
-            response = await fetch("%s/socket.io/xhr-polling/%s/2" % (base, sid))
-            assert messages(response.body.decode()) == [("text", "bye")]
-            assert (await fetch("%s/socket.io/xhr-polling/%s/3" % (base, sid))).code == 401
-    run(go())
-
-
 def test_websocket_over_the_session_limit_gets_503_before_the_upgrade():
     async def go():
         async with serve(echo_connection(Events()), dict(FAST, max_sessions=1)) as (base, _):

@@ -262,6 +262,8 @@ def test_messages_sent_just_before_close_between_polls_are_still_delivered():
             conn = events.connections[0]
             conn.send("last")
             conn.close()
+            # A POST meanwhile is refused, and does not eat the parked last words.
+            assert (await post(base, "xhr-polling", sid, "~m~1~m~x")).code == 401
             response = await fetch(base + "/socket.io/xhr-polling/%s/2" % sid)
             assert messages(response.body.decode()) == [("text", "last")]
             assert (await fetch(base + "/socket.io/xhr-polling/%s/3" % sid)).code == 401

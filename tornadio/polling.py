@@ -6,7 +6,6 @@ how a GET is answered and how a payload is wrapped (PROTOCOL.md §4.3–§4.6).
 """
 import asyncio
 import json
-import logging
 import secrets
 from urllib.parse import unquote_to_bytes
 
@@ -16,7 +15,6 @@ from tornado.iostream import StreamBufferFullError
 from tornadio import origins, proto, session as sessions
 from tornadio.transport import Transport, limit_write_buffer, retrieve_write_error
 
-log = logging.getLogger("tornadio.polling")
 
 _MAX_JSONP_INDEX_DIGITS = 10
 

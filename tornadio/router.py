@@ -5,7 +5,6 @@ switch handler classes after routing, and WebSocket needs ``WebSocketHandler``.
 The handler only parses the URL and hands the request to a small transport
 object (``persistent.py``, ``polling.py``); the transports do the work.
 """
-import logging
 import numbers
 import re
 
@@ -16,7 +15,6 @@ from tornadio import origins, session as sessions
 from tornadio.client import ClientScript
 from tornadio.conn import ConnectionInfo, SocketConnection
 
-log = logging.getLogger("tornadio.router")
 
 PROTOCOLS = ("websocket", "flashsocket", "htmlfile", "xhr-multipart", "xhr-polling",
              "jsonp-polling")

@@ -21,8 +21,8 @@ from example_steps import expect_contains, expect_text, submit_text, texts_of
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scaling"))
 
-from scaling_procs import (REPO_ROOT, Nginx, RedisServer, find_binary,  # noqa: E402
-                           free_port, nginx_site_config)
+from scaling_procs import (REPO_ROOT, Nginx, find_binary, free_port,  # noqa: E402
+                           nginx_site_config, redis_server_fixture)
 
 REDIS_SERVER = find_binary("redis-server")
 NGINX = find_binary("nginx")
@@ -62,14 +62,7 @@ def roster_pids(redis_url):
     return {entry["nickname"]: int(entry["process"].split(":")[-2]) for entry in entries}
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path, REDIS_SERVER)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+redis_server = redis_server_fixture(REDIS_SERVER)
 
 
 @pytest.fixture

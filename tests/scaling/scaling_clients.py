@@ -63,6 +63,14 @@ class _Client:
             self.close_status = status
             self.messages.put_nowait(CLOSED)
 
+    async def _end_reader(self):
+        """After closing the socket: let ``_reader`` end (bounded, else cancel it)."""
+        try:
+            await asyncio.wait_for(self._reader, WAIT)
+        except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+            self._reader.cancel()
+        self._ended("closed by client")
+
     async def recv(self, timeout=WAIT):
         """The next message; ClientClosed if the session ended, TimeoutError after ``timeout``."""
         message = await asyncio.wait_for(self.messages.get(), timeout)
@@ -143,11 +151,7 @@ class WSClient(_Client):
 
     async def close(self):
         self.ws.close()
-        try:
-            await asyncio.wait_for(self._reader, WAIT)
-        except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-            self._reader.cancel()
-        self._ended("closed by client")
+        await self._end_reader()
 
 
 class PollClient(_Client):
@@ -161,15 +165,14 @@ class PollClient(_Client):
         self = cls(source_ip)
         self.timeout = timeout
         self.poll_timeout = poll_timeout
-        self.base = "http://%s:%d/%s/xhr-polling/" % (host, port, resource)
+        self.base = "http://%s:%d/%s/%s/" % (host, port, resource, cls.transport)
         self.http = AsyncHTTPClient(force_instance=True, max_clients=4)
         self.requests = 0
-        # The real client's first GET: empty session id, hence the double slash.
-        response = await self._fetch(self.base + "/" + _timestamp(), timeout=timeout)
+        response = await self._fetch(self._first_url(), timeout=timeout)
         if response.code != 200:
             self.http.close()
             raise ClientClosed("first poll answered %d" % response.code)
-        self._on_payload(response.body.decode("utf-8"))
+        self._on_payload(self._unwrap(response.body.decode("utf-8")))
         if not self.sid:
             self.http.close()
             raise ClientClosed("no session id in the first poll")
@@ -186,13 +189,24 @@ class PollClient(_Client):
         self.requests += 1
         return await self.http.fetch(request, raise_error=False)
 
+    def _first_url(self):
+        # The real client's first GET: empty session id, hence the double slash.
+        return self.base + "/" + _timestamp()
+
+    def _poll_url(self):
+        return self.base + self.sid + "/" + _timestamp()
+
+    def _unwrap(self, body):
+        """The payload in the body of a GET's answer."""
+        return body
+
     async def _poll(self):
         while not self.closed:
-            response = await self._fetch(self.base + self.sid + "/" + _timestamp())
+            response = await self._fetch(self._poll_url())
             if response.code != 200:
                 self._ended(response.code)
                 return
-            self._on_payload(response.body.decode("utf-8"))
+            self._on_payload(self._unwrap(response.body.decode("utf-8")))
 
     async def send(self, value):
         body = "data=" + quote(proto.encode(value), safe="~!*()'")
@@ -218,33 +232,19 @@ class JsonpClient(PollClient):
 
     transport = "jsonp-polling"
 
-    @classmethod
-    async def connect(cls, port, host="127.0.0.1", source_ip=None, resource="socket.io",
-                      timeout=WAIT, poll_timeout=30.0):
-        self = cls(source_ip)
-        self.timeout = timeout
-        self.poll_timeout = poll_timeout
+    def __init__(self, source_ip=None):
+        super().__init__(source_ip)
         self.index = 0
-        self.base = "http://%s:%d/%s/jsonp-polling/" % (host, port, resource)
-        self.http = AsyncHTTPClient(force_instance=True, max_clients=4)
-        self.requests = 0
-        response = await self._fetch(self.base + "/" + _timestamp() + "/0", timeout=timeout)
-        if response.code != 200:
-            self.http.close()
-            raise ClientClosed("first poll answered %d" % response.code)
-        self._on_payload(_unwrap_jsonp(response.body.decode("utf-8")))
-        self._poller = asyncio.ensure_future(self._poll())
-        return self
 
-    async def _poll(self):
-        while not self.closed:
-            self.index += 1
-            url = "%s%s/%s/%d" % (self.base, self.sid, _timestamp(), self.index)
-            response = await self._fetch(url)
-            if response.code != 200:
-                self._ended(response.code)
-                return
-            self._on_payload(_unwrap_jsonp(response.body.decode("utf-8")))
+    def _first_url(self):
+        return super()._first_url() + "/0"
+
+    def _poll_url(self):
+        self.index += 1
+        return "%s%s/%s/%d" % (self.base, self.sid, _timestamp(), self.index)
+
+    def _unwrap(self, body):
+        return _unwrap_jsonp(body)
 
     async def send(self, value):
         body = "data=" + quote(proto.encode(value), safe="~!*()'")
@@ -385,11 +385,7 @@ class FlashClient(_Client):
 
     async def close(self):
         self.stream.close()
-        try:
-            await asyncio.wait_for(self._reader, WAIT)
-        except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-            self._reader.cancel()
-        self._ended("closed by client")
+        await self._end_reader()
 
 
 def _timestamp():

@@ -147,6 +147,26 @@ class RedisServer:
     def stop(self):
         stop_process(self.proc)
 
+    def __enter__(self):
+        """``with RedisServer(...) as server:`` started, and stopped after the block."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def redis_server_fixture(binary):
+    """A pytest fixture ``redis_server``: a started RedisServer of ``binary`` in
+    ``tmp_path``, stopped after the test. Use: ``redis_server = redis_server_fixture(B)``."""
+    import pytest
+
+    @pytest.fixture
+    def redis_server(tmp_path):
+        with RedisServer(tmp_path, binary) as server:
+            yield server
+    return redis_server
+
 
 class Node:
     """A ``scaling_node.py`` TornadIO server process."""

@@ -82,6 +82,21 @@ async def join_clients(srv, *kinds):
     return clients
 
 
+def with_server(*kinds, **settings):
+    """Decorator for a test ``async def test_x(srv, *clients)``: it runs bounded
+    (``run``) inside ``serving(**settings)``, given clients of ``kinds``, joined in order."""
+    def decorate(body):
+        def test_function():
+            async def test():
+                async with serving(**settings) as srv:
+                    await body(srv, *await join_clients(srv, *kinds))
+            run(test)
+        test_function.__name__ = test_function.__qualname__ = body.__name__
+        test_function.__doc__ = body.__doc__
+        return test_function
+    return decorate
+
+
 def conn_of(srv, client):
     return srv.router.sessions().get(client.sid).connection
 
@@ -136,177 +151,159 @@ def test_send_all_reaches_every_client_once_encoded_once(monkeypatch):
     run(test)
 
 
-def test_send_all_keeps_order():
-    async def test():
-        async with serving() as srv:
-            clients = await join_clients(srv, "websocket", "xhr-polling")
-            for n in range(100):
-                srv.broadcaster.send_all(n)
-                if n % 10 == 0:
-                    await asyncio.sleep(0)
-            for client in clients:
-                got = [await client.recv() for _ in range(100)]
-                assert got == list(range(100)), client.transport
-            await assert_nothing_more(clients)
-    run(test)
+@with_server("websocket", "xhr-polling")
+async def test_send_all_keeps_order(srv, *clients):
+    for n in range(100):
+        srv.broadcaster.send_all(n)
+        if n % 10 == 0:
+            await asyncio.sleep(0)
+    for client in clients:
+        got = [await client.recv() for _ in range(100)]
+        assert got == list(range(100)), client.transport
+    await assert_nothing_more(clients)
 
 
-def test_exclusions_and_connection_broadcast():
-    async def test():
-        async with serving() as srv:
-            ws, poll, ws2 = await join_clients(srv, "websocket", "xhr-polling", "websocket")
-            b = srv.broadcaster
-            b.send_all("a", exclude=[conn_of(srv, ws)])
-            b.send_all("b", exclude=poll.sid)
-            b.send_all("c", exclude={ws.sid, srv.router.sessions().get(ws2.sid)})
-            assert [await ws.recv()] == ["b"]
-            assert [await poll.recv(), await poll.recv()] == ["a", "c"]
-            assert [await ws2.recv(), await ws2.recv()] == ["a", "b"]
-            await assert_nothing_more([ws, poll, ws2])
+@with_server("websocket", "xhr-polling", "websocket")
+async def test_exclusions_and_connection_broadcast(srv, ws, poll, ws2):
+    b = srv.broadcaster
+    b.send_all("a", exclude=[conn_of(srv, ws)])
+    b.send_all("b", exclude=poll.sid)
+    b.send_all("c", exclude={ws.sid, srv.router.sessions().get(ws2.sid)})
+    assert [await ws.recv()] == ["b"]
+    assert [await poll.recv(), await poll.recv()] == ["a", "c"]
+    assert [await ws2.recv(), await ws2.recv()] == ["a", "b"]
+    await assert_nothing_more([ws, poll, ws2])
 
-            # SocketConnection.broadcast: others only, unless include_self.
-            await poll.send({"shout": "hi"})
-            for client in (ws, ws2):
-                assert await client.recv() == {"from": poll.sid, "shout": "hi"}
-            await ws.send({"shout": "me too", "include_self": True})
-            for client in (ws, poll, ws2):
-                assert await client.recv() == {"from": ws.sid, "shout": "me too"}
-            await assert_nothing_more([ws, poll, ws2])
-    run(test)
+    # SocketConnection.broadcast: others only, unless include_self.
+    await poll.send({"shout": "hi"})
+    for client in (ws, ws2):
+        assert await client.recv() == {"from": poll.sid, "shout": "hi"}
+    await ws.send({"shout": "me too", "include_self": True})
+    for client in (ws, poll, ws2):
+        assert await client.recv() == {"from": ws.sid, "shout": "me too"}
+    await assert_nothing_more([ws, poll, ws2])
 
 
-def test_groups_join_leave_send_group():
-    async def test():
-        async with serving() as srv:
-            ws, poll, other = await join_clients(srv, "websocket", "xhr-polling", "websocket")
-            b = srv.broadcaster
-            a, c = conn_of(srv, ws), conn_of(srv, poll)
-            assert a.join("room") is True
-            assert a.join("room") is False
-            assert b.join(c, "room") is True
-            assert c.join("lobby") is True
-            assert b.members("room") == [a, c]
-            assert b.groups_of(c) == {"room", "lobby"}
-            assert sorted(b.groups()) == ["lobby", "room"]
+@with_server("websocket", "xhr-polling", "websocket")
+async def test_groups_join_leave_send_group(srv, ws, poll, other):
+    b = srv.broadcaster
+    a, c = conn_of(srv, ws), conn_of(srv, poll)
+    assert a.join("room") is True
+    assert a.join("room") is False
+    assert b.join(c, "room") is True
+    assert c.join("lobby") is True
+    assert b.members("room") == [a, c]
+    assert b.groups_of(c) == {"room", "lobby"}
+    assert sorted(b.groups()) == ["lobby", "room"]
 
-            assert b.send_group("room", "to room").local == 2
-            assert await ws.recv() == "to room"
-            assert await poll.recv() == "to room"
+    assert b.send_group("room", "to room").local == 2
+    assert await ws.recv() == "to room"
+    assert await poll.recv() == "to room"
 
-            delivery = a.broadcast_to("room", {"from": "a"})
-            assert delivery.local == 1
-            assert await poll.recv() == {"from": "a"}
-            assert a.broadcast_to("room", "all of us", include_self=True).local == 2
-            assert await ws.recv() == "all of us"
-            assert await poll.recv() == "all of us"
+    delivery = a.broadcast_to("room", {"from": "a"})
+    assert delivery.local == 1
+    assert await poll.recv() == {"from": "a"}
+    assert a.broadcast_to("room", "all of us", include_self=True).local == 2
+    assert await ws.recv() == "all of us"
+    assert await poll.recv() == "all of us"
 
-            assert c.leave("room") is True
-            assert c.leave("room") is False
-            assert b.members("room") == [a]
-            assert b.send_group("room", "only a").local == 1
-            assert await ws.recv() == "only a"
-            assert b.send_group("nobody", "x").local == 0
-            await assert_nothing_more([ws, poll, other])
+    assert c.leave("room") is True
+    assert c.leave("room") is False
+    assert b.members("room") == [a]
+    assert b.send_group("room", "only a").local == 1
+    assert await ws.recv() == "only a"
+    assert b.send_group("nobody", "x").local == 0
+    await assert_nothing_more([ws, poll, other])
 
-            with pytest.raises(TypeError):
-                a.join(42)
-            with pytest.raises(TypeError):
-                b.send_group("", "x")
-    run(test)
+    with pytest.raises(TypeError):
+        a.join(42)
+    with pytest.raises(TypeError):
+        b.send_group("", "x")
 
 
-def test_closed_connections_leave_every_group():
-    async def test():
-        async with serving() as srv:
-            ws, poll, stay = await join_clients(srv, "websocket", "xhr-polling", "websocket")
-            b = srv.broadcaster
-            a, c, s = conn_of(srv, ws), conn_of(srv, poll), conn_of(srv, stay)
-            for conn in (a, c, s):
-                conn.join("room")
-            a.join("side")
-            c.join("side")
+@with_server("websocket", "xhr-polling", "websocket")
+async def test_closed_connections_leave_every_group(srv, ws, poll, stay):
+    b = srv.broadcaster
+    a, c, s = conn_of(srv, ws), conn_of(srv, poll), conn_of(srv, stay)
+    for conn in (a, c, s):
+        conn.join("room")
+    a.join("side")
+    c.join("side")
 
-            await ws.close()  # websocket: the session ends with the socket
-            await until(lambda: a.is_closed, what="websocket session closed")
-            assert b.groups_of(a) == frozenset()
-            assert b.members("room") == [c, s]
-            assert a.join("room") is False
+    await ws.close()  # websocket: the session ends with the socket
+    await until(lambda: a.is_closed, what="websocket session closed")
+    assert b.groups_of(a) == frozenset()
+    assert b.members("room") == [c, s]
+    assert a.join("room") is False
 
-            await poll.close()  # polling: the session expires (session_expiry 1 s)
-            await until(lambda: c.is_closed, timeout=5, what="polling session expired")
-            assert b.members("room") == [s]
-            assert "side" not in b.groups()
-            assert b.send_group("room", "left?").local == 1
-            assert await stay.recv() == "left?"
+    await poll.close()  # polling: the session expires (session_expiry 1 s)
+    await until(lambda: c.is_closed, timeout=5, what="polling session expired")
+    assert b.members("room") == [s]
+    assert "side" not in b.groups()
+    assert b.send_group("room", "left?").local == 1
+    assert await stay.recv() == "left?"
 
-            # Server-side close too.
-            s.close()
-            assert b.members("room") == [] and b.groups() == []
-    run(test)
+    # Server-side close too.
+    s.close()
+    assert b.members("room") == [] and b.groups() == []
 
 
-def test_unsendable_message_delivers_nothing():
-    async def test():
-        async with serving() as srv:
-            (ws,) = await join_clients(srv, "websocket")
-            with pytest.raises(tornadio.EncodeError):
-                srv.broadcaster.send_all(float("nan"))
-            with pytest.raises(tornadio.EncodeError):
-                srv.broadcaster.send_all("~h~1")
-            assert srv.broadcaster.send_all([]).local == 0
-            await assert_nothing_more([ws])
-    run(test)
+@with_server("websocket")
+async def test_unsendable_message_delivers_nothing(srv, ws):
+    with pytest.raises(tornadio.EncodeError):
+        srv.broadcaster.send_all(float("nan"))
+    with pytest.raises(tornadio.EncodeError):
+        srv.broadcaster.send_all("~h~1")
+    assert srv.broadcaster.send_all([]).local == 0
+    await assert_nothing_more([ws])
 
 
-def test_stats_dict_and_handler():
-    async def test():
-        async with serving(session_expiry=5.0, stats_window=5) as srv:
-            ws, poll = await join_clients(srv, "websocket", "xhr-polling")
-            idle = await connect("xhr-polling", srv.port)
-            srv.clients.append(idle)
-            await idle.close()  # stops reading; its session lives until expiry
-            first = srv.router.stats()
-            assert first["sessions"] == 3
-            assert first["sessions_by_transport"]["websocket"] == 1
-            assert first["sessions_by_transport"]["xhr-polling"] == 2
-            assert first["opened_total"] == 3 and first["closed_total"] == 0
+@with_server("websocket", "xhr-polling", session_expiry=5.0, stats_window=5)
+async def test_stats_dict_and_handler(srv, ws, poll):
+    idle = await connect("xhr-polling", srv.port)
+    srv.clients.append(idle)
+    await idle.close()  # stops reading; its session lives until expiry
+    first = srv.router.stats()
+    assert first["sessions"] == 3
+    assert first["sessions_by_transport"]["websocket"] == 1
+    assert first["sessions_by_transport"]["xhr-polling"] == 2
+    assert first["opened_total"] == 3 and first["closed_total"] == 0
 
-            for n in range(50):
-                srv.broadcaster.send_all("m%d" % n)
-                await ws.send("in%d" % n)
-            for client in (ws, poll):
-                for _ in range(50):
-                    await client.recv()
-            await until(lambda: srv.router.sessions().messages_in >= 50, what="messages in")
-            await asyncio.sleep(1.2)  # one more sample
-            stats = srv.router.stats()
-            assert stats["messages_out_total"] >= 150
-            assert stats["messages_in_total"] == 50
-            assert stats["messages_out_per_second"] > 0
-            assert stats["messages_in_per_second"] > 0
-            assert 0 < stats["rate_window_seconds"] <= 5.5
-            # The idle session holds what it was sent: that is the queue depth.
-            idle_queue = srv.router.sessions().get(idle.sid).queued_bytes
-            assert idle_queue > 0
-            assert stats["queued_bytes_max"] == idle_queue
-            assert stats["queued_bytes_total"] >= idle_queue
-            assert stats["broadcast"]["broadcasts"] == 50
-            assert stats["broadcast"]["backend"] is None
+    for n in range(50):
+        srv.broadcaster.send_all("m%d" % n)
+        await ws.send("in%d" % n)
+    for client in (ws, poll):
+        for _ in range(50):
+            await client.recv()
+    await until(lambda: srv.router.sessions().messages_in >= 50, what="messages in")
+    await asyncio.sleep(1.2)  # one more sample
+    stats = srv.router.stats()
+    assert stats["messages_out_total"] >= 150
+    assert stats["messages_in_total"] == 50
+    assert stats["messages_out_per_second"] > 0
+    assert stats["messages_in_per_second"] > 0
+    assert 0 < stats["rate_window_seconds"] <= 5.5
+    # The idle session holds what it was sent: that is the queue depth.
+    idle_queue = srv.router.sessions().get(idle.sid).queued_bytes
+    assert idle_queue > 0
+    assert stats["queued_bytes_max"] == idle_queue
+    assert stats["queued_bytes_total"] >= idle_queue
+    assert stats["broadcast"]["broadcasts"] == 50
+    assert stats["broadcast"]["backend"] is None
 
-            http = AsyncHTTPClient(force_instance=True)
-            try:
-                response = await http.fetch("http://127.0.0.1:%d/stats" % srv.port,
-                                            request_timeout=WAIT)
-            finally:
-                http.close()
-            assert response.headers["Content-Type"].startswith("application/json")
-            served = json.loads(response.body)
-            assert served["sessions"] == 3 and served["pid"] == os.getpid()
-            assert set(served) == set(stats)
+    http = AsyncHTTPClient(force_instance=True)
+    try:
+        response = await http.fetch("http://127.0.0.1:%d/stats" % srv.port,
+                                    request_timeout=WAIT)
+    finally:
+        http.close()
+    assert response.headers["Content-Type"].startswith("application/json")
+    served = json.loads(response.body)
+    assert served["sessions"] == 3 and served["pid"] == os.getpid()
+    assert set(served) == set(stats)
 
-            await ws.close()
-            await until(lambda: srv.router.stats()["closed_total"] == 1, what="close counted")
-    run(test)
+    await ws.close()
+    await until(lambda: srv.router.stats()["closed_total"] == 1, what="close counted")
 
 
 @pytest.mark.parametrize("settings", [

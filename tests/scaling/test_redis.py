@@ -17,7 +17,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scaling_clients import close_all, connect  # noqa: E402
-from scaling_procs import RedisServer, control, find_binary, node_stats, start_nodes  # noqa: E402
+from scaling_procs import (RedisServer, control, find_binary, node_stats,  # noqa: E402
+                           redis_server_fixture, start_nodes)
 
 REDIS_SERVER = find_binary("redis-server")
 pytestmark = pytest.mark.skipif(
@@ -36,14 +37,7 @@ def run(test, timeout=TEST_TIMEOUT):
     return asyncio.run(bounded())
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path, REDIS_SERVER)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+redis_server = redis_server_fixture(REDIS_SERVER)
 
 
 @pytest.fixture

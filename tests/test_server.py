@@ -460,3 +460,40 @@ def test_auto_start_blocks_until_stopped():
     assert "error" not in outcome, outcome.get("error")
     assert outcome.get("body") == b"hello world"
     assert outcome.get("returned") and outcome.get("refused_after_stop")
+
+
+def test_shutdown_answers_held_polls_with_connection_close():
+    """So the next poll needs a new connection (refused) instead of a kept-alive 401."""
+    import asyncio
+    import tornado.web
+    from tornado.httpclient import AsyncHTTPClient
+    import tornadio
+    from tornadio.server import SocketServer
+
+    class Echo(tornadio.SocketConnection):
+        def on_message(self, message):
+            self.send(message)
+
+    async def go():
+        router = tornadio.get_router(Echo, {"xhr_polling_timeout": 30})
+        app = tornado.web.Application([router.route()], socket_io_port=0,
+                                      socket_io_address="127.0.0.1", flash_policy_server=False)
+        server = SocketServer(app, auto_start=False)
+        base = "http://127.0.0.1:%d/socket.io/xhr-polling/" % server.port
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            first = await client.fetch(base + "/1")
+            sid = first.body.decode()[8:40]
+            held = asyncio.ensure_future(client.fetch(base + sid + "/2", request_timeout=10))
+            for _ in range(200):
+                if any(s.has_sink for s in router.sessions()):
+                    break
+                await asyncio.sleep(0.01)
+            await server.shutdown(2)
+            response = await asyncio.wait_for(held, 5)
+            assert response.code == 200
+            assert response.headers.get("Connection", "").lower() == "close"
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))

@@ -214,6 +214,10 @@ class LongPollingTransport(HttpTransport):
         handler = self.handler
         if not handler._finished:
             handler.set_header("Content-Type", self.content_type)
+            if self.router.shutting_down:
+                # The client's next poll then needs a new connection, which the
+                # stopped server refuses, instead of a kept-alive one answered 401.
+                handler.set_header("Connection", "close")
             handler.finish(self.envelope(payload))
         self._done()
 

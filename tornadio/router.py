@@ -125,6 +125,8 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     resource = "socket.io/*"
     pattern = None
     client_script = None
+    #: Set by :meth:`shutdown`: HTTP answers then close their connection.
+    shutting_down = False
     _container = None
 
     # -- class level ---------------------------------------------------------
@@ -165,6 +167,7 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         backend.close()``) when it is done.
         """
         from tornadio import stats
+        cls.shutting_down = True
         sampler = stats._STATS.pop(cls, None)
         if sampler is not None:
             sampler.stop()

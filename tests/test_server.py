@@ -497,3 +497,44 @@ def test_shutdown_answers_held_polls_with_connection_close():
             client.close()
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_polls_for_sessions_closed_by_the_shutdown_get_a_quiet_answer():
+    """On a kept-alive connection, a poll for a session the shutdown closed gets an
+    empty 200 with Connection: close, not a 401 the page would log as an error."""
+    import asyncio
+    import tornado.web
+    import tornadio
+    from tornadio.server import SocketServer
+
+    class Echo(tornadio.SocketConnection):
+        def on_message(self, message):
+            self.send(message)
+
+    async def request(reader, writer, path):
+        writer.write(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+        length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        return head, body.decode()
+
+    async def go():
+        router = tornadio.get_router(Echo)
+        app = tornado.web.Application([router.route()], socket_io_port=0,
+                                      socket_io_address="127.0.0.1", flash_policy_server=False)
+        server = SocketServer(app, auto_start=False)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            head, body = await request(reader, writer, "/socket.io/jsonp-polling//1/0")
+            sid = body[len('io.JSONP[0]._("~m~32~m~'):][:32]
+            router.shutting_down = True          # what shutdown() does first...
+            router.sessions().close_all()        # ...then it closes the sessions
+            head, body = await request(reader, writer, "/socket.io/jsonp-polling/%s/2/0" % sid)
+            assert head.startswith("HTTP/1.1 200")
+            assert "connection: close" in head.lower()
+            assert body == 'io.JSONP[0]._("");'
+        finally:
+            writer.close()
+            await server.shutdown(1)
+
+    asyncio.run(asyncio.wait_for(go(), 30))

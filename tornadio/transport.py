@@ -75,7 +75,10 @@ class Transport:
             return None
         session = self.router.sessions().get(session_id)
         if session is None:
-            self.fail(401, "unknown or expired session")
+            if self.router.shutting_down:
+                self.answer_during_shutdown()
+            else:
+                self.fail(401, "unknown or expired session")
             return None
         if session.transport != self.name:
             self.fail(401, "session belongs to transport %s" % session.transport)
@@ -98,6 +101,21 @@ class Transport:
         log.warning("session %s (%s): closing on bad input: %s",
                     sessions.short_id(session.id), self.name, reason)
         session.close(sessions.REASON_BAD_INPUT)
+
+    def answer_during_shutdown(self):
+        """A request for a session the shutdown just closed, on a kept-alive connection.
+
+        Answered as if all were well, with ``Connection: close``: the client's
+        next request then meets the closed listener, which it reports as the
+        server going away, instead of an error status for its own session.
+        """
+        handler = self.handler
+        handler.set_header("Connection", "close")
+        if handler.request.method == "GET" and self.once:
+            self.write_payload("")
+        else:
+            handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+            handler.finish("ok")
 
     def overflowed(self, stream):
         """The client stopped reading: drop its connection, end the session, one log line."""

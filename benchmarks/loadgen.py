@@ -448,16 +448,26 @@ async def run_echo(args):
             client.send(message)
 
     spec = client_spec(args.contender, "echo", args.path)
-    clients, failures = await connect_many(spec, args.port, args.clients, 50, on_message)
-    if not clients:
-        raise RuntimeError("no client connected: %s" % failures[:3])
+    clients, failures = await connect_all(spec, args, on_message)
     for client in clients:
         client.send(message)
     window = await measured_window(args, lambda: count[0])
     stop[0] = True
     close_all(clients)
+    return window_result(clients, failures, window, "messages")
+
+
+async def connect_all(spec, args, on_message):
+    """``args.clients`` clients of ``spec`` (50 connecting at a time); at least one."""
+    clients, failures = await connect_many(spec, args.port, args.clients, 50, on_message)
+    if not clients:
+        raise RuntimeError("no client connected: %s" % failures[:3])
+    return clients, failures
+
+
+def window_result(clients, failures, window, unit):
     result = {"clients": len(clients), "connect_failures": len(failures)}
-    result.update(window.report("messages"))
+    result.update(window.report(unit))
     return result
 
 
@@ -478,9 +488,7 @@ async def run_fanout(args):
             client.send(next_message(client))
 
     spec = client_spec(args.contender, "fanout", args.path)
-    clients, failures = await connect_many(spec, args.port, args.clients, 50, on_message)
-    if not clients:
-        raise RuntimeError("no client connected: %s" % failures[:3])
+    clients, failures = await connect_all(spec, args, on_message)
     # Let the server register every member before the first message.
     await asyncio.sleep(0.2)
     for client in clients:
@@ -488,9 +496,7 @@ async def run_fanout(args):
     window = await measured_window(args, lambda: received[0])
     stop[0] = True
     close_all(clients)
-    result = {"clients": len(clients), "connect_failures": len(failures)}
-    result.update(window.report("delivered"))
-    return result
+    return window_result(clients, failures, window, "delivered")
 
 
 class HTTPConnection:

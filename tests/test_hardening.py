@@ -217,10 +217,7 @@ def test_container_empty_after_every_kind_of_ending():
 
 def test_graceful_shutdown_with_200_clients_of_mixed_transports():
     """100 websocket, 50 held xhr-polls, 25 htmlfile and 25 xhr-multipart streams."""
-    import time
     import tornado.web
-    import tornado.websocket
-    import tornadio
     from tornadio.server import SocketServer
 
     events = Events()
@@ -248,9 +245,8 @@ def test_graceful_shutdown_with_200_clients_of_mixed_transports():
                 if sum(s.has_sink for s in router.sessions() if s.transport == "xhr-polling") == 50:
                     break
                 await asyncio.sleep(0.02)
-            started = time.monotonic()
-            await server.shutdown(5)
-            took = time.monotonic() - started
+            # Bounded: shutdown(5) must return on its own well within 10 s.
+            await asyncio.wait_for(server.shutdown(5), 10)
             assert len(events.closed) == 200 and len(set(events.closed)) == 200
             assert len(router.sessions()) == 0
             # Every client learnt it: polls answered, streams ended, sockets closed.
@@ -258,7 +254,6 @@ def test_graceful_shutdown_with_200_clients_of_mixed_transports():
                 assert response.code == 200
             for ws, _ in sockets:
                 assert await read_ws(ws) is None
-            assert took < 6  # shutdown(5) is bounded by its own timeout, with slack
         finally:
             client.close()
     run(go(), timeout=90)

@@ -725,7 +725,7 @@ def summarise_profile(path, top=20):
 
 #: TornadIO frames that sit under every WebSocket read (the request coroutine that
 #: runs Tornado's receive loop): their inclusive time is Tornado's, not theirs.
-_ENTRY_FRAMES = {"SocketRouterHandler.get", "SocketRouterHandler.post", "_maybe_await",
+_ENTRY_FRAMES = {"_maybe_await",
                  "WebSocketTransport.get", "HttpTransport.get", "HttpTransport.post"}
 
 

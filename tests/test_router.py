@@ -15,7 +15,6 @@ class Quiet(tornadio.SocketConnection):
 
 
 @pytest.mark.parametrize("settings, words", [
-    ({"hearbeat_interval": 3}, "unknown TornadIO setting 'hearbeat_interval'"),
     ({"session_expiry": -1}, "session_expiry"),
     ({"session_expiry": 0}, "session_expiry must be > 0"),
     ({"xhr_polling_timeout": "20"}, "xhr_polling_timeout"),
@@ -29,6 +28,13 @@ def test_bad_settings_fail_at_get_router(settings, words):
         tornadio.get_router(Quiet, settings)
 
 
+def test_unknown_settings_are_kept_with_one_warning_naming_them():
+    with pytest.warns(UserWarning, match="'hearbeat_interval'") as caught:
+        router = tornadio.get_router(Quiet, {"hearbeat_interval": 3, "socket_io_port": 8001})
+    assert len(caught) == 1 and "socket_io_port" not in str(caught[0].message)
+    assert router.settings["heartbeat_interval"] == 12
+
+
 def test_defaults_are_the_documented_ones():
     router = tornadio.get_router(Quiet)
     settings = router.socket_settings
@@ -38,8 +44,11 @@ def test_defaults_are_the_documented_ones():
     assert settings["xhr_polling_timeout"] == 20
     assert set(settings["enabled_protocols"]) == {
         "websocket", "flashsocket", "xhr-multipart", "xhr-polling", "jsonp-polling", "htmlfile"}
-    pattern, handler = router.route()
-    assert handler is router and pattern.startswith("/")
+    pattern, target = router.route()
+    assert pattern.startswith("/") and pattern == router.pattern
+    # One rule whose target lists a rule per transport, each carrying the router.
+    assert {rule[1] for rule in target} >= set(router.transports.values())
+    assert all(rule[2] == {"router": router} for rule in target)
 
 
 def test_get_router_needs_a_connection_class():

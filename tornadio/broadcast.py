@@ -18,13 +18,15 @@ import asyncio
 import logging
 import weakref
 
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
 from tornadio import proto
-from tornadio.session import OPEN, call_user
+from tornadio.session import call_user
 
 log = logging.getLogger("tornadio.broadcast")
 
-__all__ = ["Broadcaster", "BroadcastBackend", "Delivery", "broadcaster_for",
-           "default_channel", "validate_backend"]
+__all__ = ["Broadcaster", "BroadcastBackend", "Delivery", "default_channel",
+           "validate_backend"]
 
 
 class Delivery:
@@ -158,9 +160,11 @@ def validate_channel(channel):
                          % (channel,))
 
 
-def default_channel(connection_class):
-    """The channel of a router whose setting ``broadcast_channel`` is None."""
-    return connection_class.__qualname__
+def default_channel(connection: Any) -> str:
+    """The channel of a router whose setting ``broadcast_channel`` is None:
+    the connection class's qualified name (a factory's class name)."""
+    name = getattr(connection, "__qualname__", None)
+    return name if isinstance(name, str) else type(connection).__qualname__
 
 
 def _session_of(target):
@@ -193,20 +197,77 @@ def _check_group(group):
         raise TypeError("group names are non-empty strings, not %r" % (group,))
 
 
+class ChannelHub:
+    """The broadcasters of this process that share one channel of one backend.
+
+    A backend delivers a channel to one receiver; the hub is that receiver and
+    hands every message to each of its broadcasters. So several routers on one
+    channel (two resources for one connection class, or an explicit shared
+    ``broadcast_channel``) are one broadcast domain: each gets every broadcast,
+    from other processes and from each other.
+    """
+
+    def __init__(self, backend: "BroadcastBackend", channel: str) -> None:
+        self.backend = backend
+        self.channel = channel
+        self.members: "weakref.WeakSet[Broadcaster]" = weakref.WeakSet()
+        backend.attach(channel, self.receive)
+
+    @staticmethod
+    def of(backend: "BroadcastBackend", channel: str) -> "ChannelHub":
+        """The hub of ``channel`` on ``backend``, made on first use (kept on the backend)."""
+        hubs: Optional[Dict[str, ChannelHub]] = getattr(backend, "_tornadio_hubs", None)
+        if hubs is None:
+            hubs = {}
+            try:
+                backend._tornadio_hubs = hubs  # type: ignore[attr-defined]
+            except AttributeError:
+                raise TypeError("broadcast_backend %r must accept attributes (no __slots__)"
+                                % (backend,)) from None
+        hub = hubs.get(channel)
+        if hub is None:
+            hub = hubs[channel] = ChannelHub(backend, channel)
+        return hub
+
+    def join(self, member: "Broadcaster") -> None:
+        self.members.add(member)
+
+    def leave(self, member: "Broadcaster") -> None:
+        self.members.discard(member)
+        if not self.members:
+            self.backend.detach(self.channel, self.receive)
+            hubs = getattr(self.backend, "_tornadio_hubs", {})
+            if hubs.get(self.channel) is self:
+                del hubs[self.channel]
+
+    def receive(self, group: Optional[str], frames: str, exclude: Iterable[str]) -> None:
+        """A message another process published on the channel."""
+        excluded = frozenset(exclude or ())
+        for member in list(self.members):
+            member.deliver_remote(group, frames, excluded)
+
+    def siblings(self, member: "Broadcaster") -> List["Broadcaster"]:
+        """The other broadcasters of this process on the channel."""
+        return [other for other in self.members if other is not member]
+
+
 class Broadcaster:
     """Groups and fan-out for the sessions of one router's container."""
 
-    def __init__(self, container, backend=None, channel="default"):
+    def __init__(self, container: Any, backend: Optional["BroadcastBackend"] = None,
+                 channel: str = "default") -> None:
         self._container_ref = weakref.ref(container)
         self.backend = backend
         self.channel = channel
-        self._groups = {}        # group -> {session id: session}, in join order
-        self._memberships = {}   # session id -> set of groups
+        self._groups: Dict[str, Dict[str, Any]] = {}   # group -> {session id: session}
+        self._memberships: Dict[str, set] = {}          # session id -> set of groups
         self.broadcasts = 0      # send_* calls made in this process
         self.remote_received = 0  # messages delivered here on behalf of other processes
         container.on_remove.append(self._session_removed)
+        self.hub: Optional[ChannelHub] = None
         if backend is not None:
-            backend.attach(channel, self._remote_message)
+            self.hub = ChannelHub.of(backend, channel)
+            self.hub.join(self)
 
     @property
     def container(self):
@@ -217,7 +278,7 @@ class Broadcaster:
         """Add a connection (or session) to ``group``; False if closed or already in."""
         _check_group(group)
         session = _session_of(conn)
-        if session.state != OPEN:
+        if not session.accepts_sends:
             return False
         members = self._groups.setdefault(group, {})
         if session.id in members:
@@ -296,7 +357,7 @@ class Broadcaster:
         count = 0
         # A copy: a send may close a session (queue overflow), which edits the dict.
         for session in list(sessions):
-            if session.state == OPEN and session.id not in excluded:
+            if session.accepts_sends and session.id not in excluded:
                 session.send_payload(frames)
                 count += 1
         return count
@@ -305,19 +366,25 @@ class Broadcaster:
         self.broadcasts += 1
         if self.backend is None or not frames:
             return Delivery(local)
+        for sibling in self.hub.siblings(self):
+            local += sibling.deliver_local(group, frames, excluded)
         future = self.backend.publish(self.channel, group, frames, sorted(excluded))
         return Delivery(local, future)
 
-    def _remote_message(self, group, frames, exclude):
-        """A broadcast published by another process: deliver it to our sessions."""
-        self.remote_received += 1
-        excluded = frozenset(exclude or ())
+    def _recipients(self, group):
         if group is None:
             container = self.container
-            sessions = container.sessions.values() if container is not None else ()
-        else:
-            sessions = self._groups.get(group, {}).values()
-        self._deliver(sessions, frames, excluded)
+            return container.sessions.values() if container is not None else ()
+        return self._groups.get(group, {}).values()
+
+    def deliver_local(self, group, frames, excluded):
+        """A broadcast of another router of this process on the same channel."""
+        return self._deliver(self._recipients(group), frames, excluded)
+
+    def deliver_remote(self, group, frames, excluded):
+        """A broadcast published by another process: deliver it to our sessions."""
+        self.remote_received += 1
+        self._deliver(self._recipients(group), frames, excluded)
 
     # -- lifecycle --------------------------------------------------------------
     async def ready(self, timeout=5.0):
@@ -341,29 +408,9 @@ class Broadcaster:
 
     def close(self):
         """Stop listening for other processes' broadcasts (the backend stays open)."""
-        if self.backend is not None:
-            self.backend.detach(self.channel, self._remote_message)
+        if self.hub is not None:
+            self.hub.leave(self)
+            self.hub = None
         container = self.container
         if container is not None and self._session_removed in container.on_remove:
             container.on_remove.remove(self._session_removed)
-        _BROADCASTERS.pop(container, None)
-
-
-#: container -> Broadcaster; the broadcaster only holds its container weakly.
-_BROADCASTERS = weakref.WeakKeyDictionary()
-
-
-def broadcaster_for(container, settings, connection_class):
-    """The broadcaster of a session container, made on first use."""
-    broadcaster = _BROADCASTERS.get(container)
-    if broadcaster is None:
-        channel = settings.get("broadcast_channel") or default_channel(connection_class)
-        broadcaster = Broadcaster(container, settings.get("broadcast_backend"), channel)
-        _BROADCASTERS[container] = broadcaster
-    return broadcaster
-
-
-def of_connection(conn):
-    """The broadcaster of the router a connection belongs to."""
-    session = conn.session
-    return broadcaster_for(session.container, session.settings, type(conn))

@@ -1,6 +1,12 @@
 """The user-facing connection class: subclass it and override the ``on_*`` hooks."""
 import logging
 from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING
+
+from tornadio.session import CLOSED
+
+if TYPE_CHECKING:
+    from tornadio.broadcast import Broadcaster
 
 log = logging.getLogger("tornadio.conn")
 
@@ -104,7 +110,7 @@ class SocketConnection:
         the client (NaN, sets, lone surrogates...). On a closed connection this
         is a logged no-op.
         """
-        if self.session.is_closed:
+        if not self.session.accepts_sends:
             log.debug("send() on a closed connection ignored")
             return
         self.session.send(message)
@@ -114,10 +120,9 @@ class SocketConnection:
         self.session.close()
 
     # -- groups and broadcasts (tornadio.broadcast) ------------------------------
-    def broadcaster(self):
+    def broadcaster(self) -> "Broadcaster":
         """The :class:`tornadio.broadcast.Broadcaster` of this connection's router."""
-        from tornadio import broadcast
-        return broadcast.of_connection(self)
+        return self.session.container.router.broadcaster()
 
     def join(self, group):
         """Enter the broadcast group ``group`` (a str); left automatically on close."""
@@ -141,8 +146,14 @@ class SocketConnection:
 
     # -- facts ---------------------------------------------------------------
     @property
-    def is_closed(self):
-        return self.session.is_closed
+    def is_closed(self) -> bool:
+        """True once the session ended and ``on_close`` returned.
+
+        Still False while ``on_close`` runs, as in the 2011 TornadIO: code that
+        filters ``[p for p in people if not p.is_closed]`` there still sees the
+        closing connection (``send()`` to it is then a quiet no-op).
+        """
+        return self.session.state == CLOSED
 
     @property
     def session_id(self):

@@ -3,78 +3,91 @@ import hashlib
 import logging
 import struct
 from datetime import timedelta
+from typing import Any, Optional, Union
 
+import tornado.web
 import tornado.websocket
 from tornado import gen, iostream
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError
 
 from tornadio import origins, session as sessions
-from tornadio.transport import Transport, limit_write_buffer, retrieve_write_error
+from tornadio.transport import TransportError, TransportHandlerMixin, retrieve_write_error
 
 log = logging.getLogger("tornadio.persistent")
 
 
-class WebSocketTransport(Transport):
+class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandler):
     """Native browser WebSocket; one text message carries one payload."""
 
     name = "websocket"
 
-    def get(self, rest):
+    async def get(self, resource: Any = None, extra: Optional[str] = None,
+                  protocol: Any = None, rest: Optional[str] = None) -> None:
         # Checked before the upgrade, while a 503 can still be answered.
-        if self.refused_for_capacity():
-            return None
+        self.check_capacity()
+        self.take_route(extra)
         # The 0.6 client never puts a session id in the WebSocket URL.
-        return tornado.websocket.WebSocketHandler.get(self.handler)
+        await super().get()
 
-    def post(self, rest):
-        self.fail(405, "websocket takes no POST")
+    def post(self, *args: Any, **kwargs: Any) -> None:
+        raise TransportError(405, "websocket takes no POST")
 
-    def options(self):
-        self.fail(405, "websocket takes no OPTIONS")
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        raise TransportError(405, "websocket takes no OPTIONS")
 
-    async def on_open(self):
-        session = self.create_session()
-        if session is None:
-            self.handler.close(1013, "session limit reached")
+    def check_origin(self, origin: str) -> bool:
+        return origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        return self.socket_settings["max_websocket_message"]
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            session = self.create_session()
+        except TransportError as exc:
+            self.fail_reason = exc.detail
+            self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
             return
         self.session = session
         if not await self.open_session(session):
-            self.handler.close(1008, "refused")
+            refused = session.close_reason == sessions.REASON_REFUSED
+            self.close(1008 if refused else 1001, "refused" if refused else session.close_reason)
             return
-        limit_write_buffer(self.handler.ws_connection.stream, self.settings)
         # Payloads are small and already batched per loop turn: Nagle would only
         # add delayed-ACK stalls (40 ms) to every round trip.
-        self.handler.set_nodelay(True)
+        self.set_nodelay(True)
         session.attach(self)
         session.start_heartbeats()
 
-    def on_socket_message(self, message):
+    def on_message(self, message: Union[str, bytes]) -> "Optional[Any]":
         session = self.session
         if session is None or session.is_closed:
-            return
+            return None
         if isinstance(message, bytes):
             self.refuse(session, "binary WebSocket message")
             return None
         # A returned future makes Tornado hold further frames until it resolves.
         return self.receive_or_refuse(session, message)
 
-    def on_connection_lost(self):
+    def on_close(self) -> None:
         if self.session is not None:
             self.session.close(sessions.REASON_CLIENT)
 
     # -- sink -----------------------------------------------------------------
-    def write_payload(self, payload):
-        if payload:
-            try:
-                self.handler.write_message(payload).add_done_callback(retrieve_write_error)
-            except tornado.websocket.WebSocketClosedError:
-                self.on_connection_lost()
-            except StreamBufferFullError:
-                self.overflowed(self.handler.ws_connection.stream)
+    def write_payload(self, payload: str) -> None:
+        if not payload or not self.room_for(len(payload)):
+            return
+        try:
+            self.track_write(self.write_message(payload), len(payload))
+        except tornado.websocket.WebSocketClosedError:
+            self.on_close()
 
-    def end(self):
-        self.handler.close()
+    def end(self) -> None:
+        self.close()
+
+    def drop_client(self) -> None:
+        self.close()
 
 
 # -- flashsocket (hixie-76) ----------------------------------------------------
@@ -134,87 +147,83 @@ def _header_value_ok(value):
     return bool(value) and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
 
 
-class FlashSocketTransport(Transport):
+class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
     """The Flash web-socket-js polyfill: hixie-76 handshake and 0x00…0xFF frames.
 
     Tornado's ``WebSocketHandler`` only speaks RFC 6455, so the request's stream
     is detached after the headers and the protocol is spoken by hand
-    (PROTOCOL.md §4.2). The transport then is the session's sink until the
-    socket closes.
+    (PROTOCOL.md §4.2). The handler then is the session's sink until the
+    socket closes. The session is made only once the handshake is complete:
+    a client that never sends its key3 bytes holds no ``max_sessions`` slot.
     """
 
     name = "flashsocket"
-
-    def __init__(self, handler):
-        super().__init__(handler)
-        self.stream = None
-        self._closing = False
+    stream: Optional[iostream.IOStream] = None
+    closing = False
 
     # -- HTTP entry points ---------------------------------------------------------
-    async def post(self, rest):
-        self.fail(405, "flashsocket takes no POST")
+    def post(self, *args: Any, **kwargs: Any) -> None:
+        raise TransportError(405, "flashsocket takes no POST")
 
-    def options(self):
-        self.fail(405, "flashsocket takes no OPTIONS")
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        raise TransportError(405, "flashsocket takes no OPTIONS")
 
-    async def get(self, rest):
-        request = self.handler.request
+    async def get(self, resource: Any = None, extra: Optional[str] = None,
+                  protocol: Any = None, rest: Optional[str] = None) -> None:
+        request = self.request
         headers = request.headers
         if headers.get("Upgrade", "").strip().lower() != "websocket":
-            self.fail(400, "flashsocket needs Upgrade: WebSocket")
-            return
+            raise TransportError(400, "flashsocket needs Upgrade: WebSocket")
         tokens = [token.strip().lower() for token in headers.get("Connection", "").split(",")]
         if "upgrade" not in tokens:
-            self.fail(400, "flashsocket needs Connection: Upgrade")
-            return
+            raise TransportError(400, "flashsocket needs Connection: Upgrade")
         key1 = headers.get("Sec-WebSocket-Key1")
         key2 = headers.get("Sec-WebSocket-Key2")
         if key1 is None or key2 is None:
-            self.fail(400, "flashsocket needs Sec-WebSocket-Key1/Key2 (hixie-76)")
-            return
+            raise TransportError(400, "flashsocket needs Sec-WebSocket-Key1/Key2 (hixie-76)")
         try:
             _hixie76_key_number(key1)
             _hixie76_key_number(key2)
         except ValueError as exc:
-            self.fail(400, "bad hixie-76 key: %s" % exc)
-            return
+            raise TransportError(400, "bad hixie-76 key: %s" % exc) from None
         origin = headers.get("Origin", "")
         if not _header_value_ok(origin):
-            self.fail(400, "flashsocket needs an Origin header")
-            return
-        if not origins.origin_allowed(self.settings["allowed_origins"], origin):
-            self.fail(403, "origin not allowed")
-            return
+            raise TransportError(400, "flashsocket needs an Origin header")
+        if not origins.origin_allowed(self.socket_settings["allowed_origins"], origin):
+            raise TransportError(403, "origin not allowed")
         host = request.host
         if not _header_value_ok(host) or not _header_value_ok(request.uri):
-            self.fail(400, "bad Host or request target")
-            return
-        # Made before the stream is detached, so that a full server can still
-        # answer 503 over HTTP. Until it is opened, closing it runs no hook.
-        session = self.create_session()
-        if session is None:
-            return
-        self.session = session
+            raise TransportError(400, "bad Host or request target")
+        # Checked before the stream is detached, while a 503 can still be answered.
+        self.check_capacity()
+        self.take_route(extra)
         try:
-            await self._run(session, key1, key2, origin, host, request)
+            await self._run(key1, key2, origin, host, request)
         except Exception:
+            session = self.session
             log.exception("session %s (%s): transport error",
-                          sessions.short_id(session.id), self.name)
-            session.close(sessions.REASON_SERVER)
+                          sessions.short_id(session.id) if session else "-", self.name)
+            if session is not None:
+                session.close(sessions.REASON_SERVER)
             self._close_stream()
 
-    async def _run(self, session, key1, key2, origin, host, request):
-        self.stream = stream = self.handler.detach()
-        # write() beyond max_queue_bytes raises StreamBufferFullError: a client
-        # that stops reading is dropped instead of buffering without bound.
-        limit_write_buffer(stream, self.settings)
+    async def _run(self, key1: str, key2: str, origin: str, host: str, request: Any) -> None:
+        self.stream = stream = self.detach()
+        self.answered = True
         try:
             key3 = await gen.with_timeout(timedelta(seconds=HANDSHAKE_TIMEOUT),
                                           stream.read_bytes(8),
                                           quiet_exceptions=iostream.StreamClosedError)
         except (gen.TimeoutError, iostream.StreamClosedError):
             log.info("flashsocket handshake from %s: no key3 bytes", request.remote_ip)
-            session.close(sessions.REASON_CLIENT)
+            self._close_stream()
+            return
+        try:
+            session = self.session = self.create_session()
+        except TransportError as exc:
+            # Full meanwhile: the upgrade is refused over the raw stream.
+            self.fail_reason = exc.detail
+            log.info("flashsocket handshake from %s refused: %s", request.remote_ip, exc.detail)
             self._close_stream()
             return
         scheme = "wss" if request.protocol == "https" else "ws"
@@ -241,8 +250,8 @@ class FlashSocketTransport(Transport):
         session.start_heartbeats()
         await self._read_loop(session, stream)
 
-    async def _read_loop(self, session, stream):
-        limit = self.settings["max_websocket_message"]
+    async def _read_loop(self, session: sessions.Session, stream: iostream.IOStream) -> None:
+        limit = self.socket_settings["max_websocket_message"]
         max_bytes = limit + 1 if limit else None
         try:
             while True:
@@ -287,55 +296,59 @@ class FlashSocketTransport(Transport):
         except iostream.StreamClosedError:
             session.close(sessions.REASON_CLIENT)
 
-    def on_connection_lost(self):
+    def on_connection_close(self) -> None:
         # Tornado only calls this before the stream is detached.
+        super().on_connection_close()
         if self.session is not None:
             self.session.close(sessions.REASON_CLIENT)
 
     # -- sink ---------------------------------------------------------------------
-    def write_payload(self, payload):
+    def write_payload(self, payload: str) -> None:
         stream = self.stream
-        if not payload or stream is None or self._closing:
+        if not payload or stream is None or self.closing:
             return
         if stream.closed():
             self._client_gone()
             return
         frame = _HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END
+        if not self.room_for(len(frame)):
+            return
         try:
-            stream.write(frame).add_done_callback(retrieve_write_error)
+            self.track_write(stream.write(frame), len(frame))
         except iostream.StreamClosedError:
             self._client_gone()
-        except iostream.StreamBufferFullError:
-            self.overflowed(stream)
 
-    def _client_gone(self):
+    def _client_gone(self) -> None:
         if self.session is not None:
             self.session.close(sessions.REASON_CLIENT)
 
-    def end(self):
+    def end(self) -> None:
         """Send the closing frame, then close once it (and all before it) left."""
         stream = self.stream
-        if stream is None or self._closing:
+        if stream is None or self.closing:
             return
-        self._closing = True
+        self.closing = True
         if stream.closed():
             return
         try:
             flushed = stream.write(_HIXIE_CLOSE)
-        except (iostream.StreamClosedError, iostream.StreamBufferFullError):
+        except iostream.StreamClosedError:
             stream.close()
             return
         loop = IOLoop.current()
         timer = loop.call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
 
-        def done(future):
+        def done(future: Any) -> None:
             retrieve_write_error(future)
             loop.remove_timeout(timer)
             stream.close()
 
         flushed.add_done_callback(done)
 
-    def _close_stream(self):
-        self._closing = True
+    def drop_client(self) -> None:
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        self.closing = True
         if self.stream is not None and not self.stream.closed():
             self.stream.close()

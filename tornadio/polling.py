@@ -7,32 +7,24 @@ how a GET is answered and how a payload is wrapped (PROTOCOL.md §4.3–§4.6).
 import asyncio
 import json
 import secrets
+from typing import Any, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
+import tornado.web
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError
 
 from tornadio import origins, proto, session as sessions
-from tornadio.transport import Transport, limit_write_buffer, retrieve_write_error
-
+from tornadio.transport import TransportError, TransportHandlerMixin
 
 _MAX_JSONP_INDEX_DIGITS = 10
 
 
-class BadRequest(Exception):
-    """The request cannot be served; ``status`` and a short reason for the log."""
-
-    def __init__(self, status, reason):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def parse_data_field(body):
+def parse_data_field(body: bytes) -> str:
     """The client payload from a urlencoded body, decoded by hand.
 
     Tornado's ``get_argument`` strips whitespace and rewrites control
-    characters, which would change messages (PROTOCOL.md §4).
+    characters, which would change messages (PROTOCOL.md §4). Raises
+    :class:`TransportError` 400 for a body without a UTF-8 ``data`` field.
     """
     for field in bytes(body).split(b"&"):
         name, _, value = field.partition(b"=")
@@ -40,134 +32,157 @@ def parse_data_field(body):
             try:
                 return unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
             except UnicodeDecodeError:
-                raise BadRequest(400, "data is not valid UTF-8") from None
-    raise BadRequest(400, "no data field in the POST body")
+                raise TransportError(400, "data is not valid UTF-8") from None
+    raise TransportError(400, "no data field in the POST body")
 
 
-def js_string(payload):
+def js_string(payload: str) -> str:
     """A JavaScript string literal safe inside <script>, in any engine."""
     # ensure_ascii escapes U+2028/U+2029; "<" escaped so "</script>" and
     # "<!--" can never appear in the page.
     return json.dumps(payload).replace("<", "\\u003c")
 
 
-class HttpTransport(Transport):
-    """GET/POST/OPTIONS plumbing shared by the four HTTP transports."""
+@tornado.web.stream_request_body
+class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
+    """GET/POST/OPTIONS shared by the four HTTP transports (no WebSocket machinery)."""
 
     #: Replace CRLF with LF in POSTed payloads (the jsonp form quirk, §4.4).
     normalise_crlf = False
+    body: Optional[bytearray] = None
 
-    def _split(self, rest):
+    # -- the request body, streamed so an oversized POST is refused unbuffered ----
+    def prepare(self) -> None:
+        if self.request.method == "POST":
+            self.body = bytearray()
+            declared = self.request.headers.get("Content-Length")
+            limit = self.socket_settings["max_http_body"]
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise TransportError(413, "body of %s bytes over max_http_body" % declared)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.answered or self.body is None:
+            return
+        if len(self.body) + len(chunk) > self.socket_settings["max_http_body"]:
+            self.body = None
+            self.answer_error(TransportError(413, "body over max_http_body"))
+            return
+        self.body += chunk
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()  # ends the wait for a streamed body
+        self.connection_lost()
+
+    def connection_lost(self) -> None:
+        """The client dropped the request before it was answered."""
+
+    # -- URL and origin ---------------------------------------------------------
+    @staticmethod
+    def split_tail(rest: Optional[str]) -> Tuple[str, List[str]]:
         """(session id, remaining path segments) from the URL tail."""
         if not rest or rest == "/":
             return "", []
         segments = rest[1:].split("/")
         return segments[0], segments[1:]
 
-    def _allow_origin(self):
-        """CORS: echo an allowed Origin (never with credentials); refuse others."""
-        origin = self.handler.request.headers.get("Origin")
+    def allow_origin(self) -> None:
+        """CORS: echo an allowed Origin (never with credentials); 403 for others."""
+        origin = self.request.headers.get("Origin")
         if origin is None:
-            return True
-        if not origins.origin_allowed(self.settings["allowed_origins"], origin):
-            self.fail(403, "origin not allowed")
-            return False
-        self.handler.set_header("Access-Control-Allow-Origin", origin)
-        self.handler.set_header("Vary", "Origin")
-        return True
-
-    def options(self):
-        if not self._allow_origin():
             return
-        headers = self.handler.request.headers
-        self.handler.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-        wanted = headers.get("Access-Control-Request-Headers")
+        if not origins.origin_allowed(self.socket_settings["allowed_origins"], origin):
+            raise TransportError(403, "origin not allowed")
+        self.set_header("Access-Control-Allow-Origin", origin)
+        self.set_header("Vary", "Origin")
+
+    # URL shapes (PROTOCOL.md §2.1); a transport narrows them.
+    def check_get_tail(self, session_id: str, tail: List[str]) -> None:
+        """Raise TransportError for a GET URL this transport does not take."""
+
+    def check_post_tail(self, tail: List[str]) -> None:
+        """Raise TransportError for a POST URL this transport does not take."""
+        if tail != ["send"]:
+            raise TransportError(404, "POST goes to /<session>/send")
+
+    # -- methods ----------------------------------------------------------------
+    def options(self, resource: Any = None, extra: Optional[str] = None,
+                protocol: Any = None, rest: Optional[str] = None) -> None:
+        self.allow_origin()
+        wanted = self.request.headers.get("Access-Control-Request-Headers")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         if wanted:
-            self.handler.set_header("Access-Control-Allow-Headers", wanted)
-        self.handler.set_header("Access-Control-Max-Age", "86400")
-        self.handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.handler.finish("ok")
+            self.set_header("Access-Control-Allow-Headers", wanted)
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish("ok")
 
-    async def get(self, rest):
-        if not self._allow_origin():
-            return
-        session_id, tail = self._split(rest)
-        if not self._valid_get_tail(session_id, tail):
-            return
+    async def get(self, resource: Any = None, extra: Optional[str] = None,
+                  protocol: Any = None, rest: Optional[str] = None) -> None:
+        self.allow_origin()
+        session_id, tail = self.split_tail(rest)
+        self.check_get_tail(session_id, tail)
         if not session_id:
-            await self._open()
+            self.take_route(extra)
+            await self.open_new()
             return
         session = self.find_session(session_id)
         if session is not None:
             await self.resume(session)
 
-    async def _open(self):
-        session = self.create_session()
-        if session is None:
-            return
+    async def open_new(self) -> None:
+        session = self.session = self.create_session()
         session.keeps_leftovers = self.once
         if self.once:
             # Collected even if on_open never returns and the client gives up.
-            session.touch_expiry(self.settings["xhr_polling_timeout"] + self.settings["session_expiry"])
-        self.session = session
+            session.touch_expiry(self.socket_settings["xhr_polling_timeout"]
+                                 + self.socket_settings["session_expiry"])
         if not await self.open_session(session):
-            self.fail(403, "connection refused by on_open")
-            return
+            if self.answered:
+                return
+            if session.close_reason == sessions.REASON_REFUSED:
+                raise TransportError(403, "connection refused by on_open")
+            raise TransportError(503, "session closed while on_open ran: %s"
+                                 % session.close_reason)
         await self.start(session)
 
-    async def post(self, rest):
-        if not self._allow_origin():
-            return
-        session_id, tail = self._split(rest)
-        if not self._valid_post_tail(tail):
-            return
-        try:
-            payload = parse_data_field(self.handler.request_body())
-        except BadRequest as exc:
-            self.fail(exc.status, exc.reason)
-            return
+    async def start(self, session: sessions.Session) -> None:
+        raise NotImplementedError
+
+    async def resume(self, session: sessions.Session) -> None:
+        raise NotImplementedError
+
+    async def post(self, resource: Any = None, extra: Optional[str] = None,
+                   protocol: Any = None, rest: Optional[str] = None) -> None:
+        if self.body is None or self.answered:
+            return  # already answered 413 while the body streamed in
+        self.allow_origin()
+        session_id, tail = self.split_tail(rest)
+        self.check_post_tail(tail)
+        payload = parse_data_field(bytes(self.body))
         session = self.find_session(session_id)
         if session is None:
             return
         if session.is_closed:
-            self.fail(401, "session closed")
-            return
+            raise TransportError(401, "session closed")
         if self.normalise_crlf:
             payload = payload.replace("\r\n", "\n")
         try:
             waiter = session.receive(payload)
         except proto.DecodeError as exc:
-            self.fail(400, "malformed payload: %s" % exc.reason)
-            return
+            raise TransportError(400, "malformed payload: %s" % exc.reason) from None
         if waiter is not None:
             # The client sends its next POST only after this answer: waiting for
             # a slow on_message to catch up is the back-pressure.
             await waiter
-        self.handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.handler.finish("ok")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish("ok")
 
-    # URL shapes (PROTOCOL.md §2.1); a transport narrows them.
-    def _valid_get_tail(self, session_id, tail):
-        return True
-
-    def _valid_post_tail(self, tail):
-        if tail != ["send"]:
-            self.fail(404, "POST goes to /<session>/send")
-            return False
-        return True
-
-    def _write(self, data):
-        """Write and flush; a client gone away shows up later as connection lost."""
-        handler = self.handler
-        if handler._finished:
+    def write_chunk(self, data: str) -> None:
+        """Write and flush into a streamed answer, bounded by max_queue_bytes."""
+        if self.answered or not self.room_for(len(data)):
             return
-        handler.write(data)
-        try:
-            future = handler.flush()
-        except StreamBufferFullError:
-            self.overflowed(handler.request.connection.stream)
-            return
-        future.add_done_callback(retrieve_write_error)
+        self.write(data)
+        self.track_write(self.flush(), len(data))
 
 
 class LongPollingTransport(HttpTransport):
@@ -175,62 +190,59 @@ class LongPollingTransport(HttpTransport):
 
     once = True
     content_type = "text/plain; charset=UTF-8"
+    poll_answered: "Optional[asyncio.Future[None]]" = None
 
-    def __init__(self, handler):
-        super().__init__(handler)
-        self._answered = None
-
-    async def start(self, session):
+    async def start(self, session: sessions.Session) -> None:
         # The first GET returns at once, carrying the id (connectTimeout is 5 s).
-        self._answered = asyncio.get_running_loop().create_future()
+        self.poll_answered = asyncio.get_running_loop().create_future()
         session.attach(self)
-        await self._answered
+        await self.poll_answered
 
-    async def resume(self, session):
+    async def resume(self, session: sessions.Session) -> None:
         self.session = session
         if session.is_closed:
             # A closed session's last frames, then 401 on the next poll.
             self.write_payload(session.take_leftovers())
             return
-        loop = asyncio.get_running_loop()
-        self._answered = loop.create_future()
-        timer = IOLoop.current().call_later(self.settings["xhr_polling_timeout"], self._hold_expired)
+        self.poll_answered = asyncio.get_running_loop().create_future()
+        loop = IOLoop.current()
+        timer = loop.call_later(self.socket_settings["xhr_polling_timeout"], self.hold_expired)
         session.attach(self)
         try:
-            await self._answered
+            await self.poll_answered
         finally:
-            IOLoop.current().remove_timeout(timer)
+            loop.remove_timeout(timer)
 
-    def _hold_expired(self):
-        self.session.detach(self)
+    def hold_expired(self) -> None:
+        if self.session is not None:
+            self.session.detach(self)
         self.write_payload("")
 
-    def _done(self):
-        if self._answered is not None and not self._answered.done():
-            self._answered.set_result(None)
+    def poll_done(self) -> None:
+        if self.poll_answered is not None and not self.poll_answered.done():
+            self.poll_answered.set_result(None)
 
     # -- sink -------------------------------------------------------------------
-    def write_payload(self, payload):
-        handler = self.handler
-        if not handler._finished:
-            handler.set_header("Content-Type", self.content_type)
+    def write_payload(self, payload: str) -> None:
+        if not self.answered:
+            self.set_header("Content-Type", self.content_type)
             if self.router.shutting_down:
                 # The client's next poll then needs a new connection, which the
                 # stopped server refuses, instead of a kept-alive one answered 401.
-                handler.set_header("Connection", "close")
-            handler.finish(self.envelope(payload))
-        self._done()
+                self.set_header("Connection", "close")
+            self.finish(self.envelope(payload))
+        self.poll_done()
 
-    def end(self):
+    def end(self) -> None:
         self.write_payload("")
 
-    def envelope(self, payload):
+    def envelope(self, payload: str) -> str:
         return payload
 
-    def on_connection_lost(self):
+    def connection_lost(self) -> None:
         if self.session is not None:
             self.session.detach(self)
-        self._done()
+        self.poll_done()
 
 
 class XHRPollingTransport(LongPollingTransport):
@@ -243,96 +255,101 @@ class JSONPPollingTransport(LongPollingTransport):
     name = "jsonp-polling"
     normalise_crlf = True
     content_type = "text/javascript; charset=UTF-8"
+    index = "0"
 
-    def __init__(self, handler):
-        super().__init__(handler)
-        self.index = None
-
-    def _index_from(self, tail):
+    def take_index(self, tail: List[str]) -> None:
         if len(tail) != 2 or not _is_index(tail[1]):
-            self.fail(400, "jsonp-polling needs /SESSION/TIME/INDEX, INDEX digits")
-            return False
+            raise TransportError(400, "jsonp-polling needs /SESSION/TIME/INDEX, INDEX digits")
         self.index = tail[1]
-        return True
 
-    def _valid_get_tail(self, session_id, tail):
-        return self._index_from(tail) and self._site_allowed()
+    def check_get_tail(self, session_id: str, tail: List[str]) -> None:
+        self.take_index(tail)
+        self.check_site()
 
-    def _valid_post_tail(self, tail):
-        return self._index_from(tail) and self._site_allowed()
+    def check_post_tail(self, tail: List[str]) -> None:
+        self.take_index(tail)
+        self.check_site()
 
-    def _site_allowed(self):
+    def check_site(self) -> None:
         """With ``jsonp_cross_site`` off, refuse pages of other sites (SECURITY.rst).
 
         ``<script>`` ignores CORS, so the browser's ``Sec-Fetch-Site`` is the
         signal; a cross-site page whose Referer origin is in ``allowed_origins``
         is still let in.
         """
-        if self.settings["jsonp_cross_site"]:
-            return True
-        headers = self.handler.request.headers
+        settings = self.socket_settings
+        if settings["jsonp_cross_site"]:
+            return
+        headers = self.request.headers
         if headers.get("Sec-Fetch-Site") != "cross-site":
-            return True
-        policy = self.settings["allowed_origins"]
+            return
+        policy = settings["allowed_origins"]
         referer = origins.origin_of(headers.get("Referer", ""))
         if policy is not None and referer and origins.origin_allowed(policy, referer):
-            return True
-        self.fail(403, "cross-site jsonp-polling refused")
-        return False
+            return
+        raise TransportError(403, "cross-site jsonp-polling refused")
 
-    def write_payload(self, payload):
-        self.handler.set_header("X-Content-Type-Options", "nosniff")
+    def write_payload(self, payload: str) -> None:
+        if not self.answered:
+            self.set_header("X-Content-Type-Options", "nosniff")
         super().write_payload(payload)
 
-    def envelope(self, payload):
+    def envelope(self, payload: str) -> str:
         return "io.JSONP[%s]._(%s);" % (self.index, js_string(payload))
 
 
-def _is_index(text):
+def _is_index(text: str) -> bool:
     return 0 < len(text) <= _MAX_JSONP_INDEX_DIGITS and text.isascii() and text.isdigit()
 
 
 class StreamingTransport(HttpTransport):
     """One GET kept open; every payload is written into it as it comes."""
 
+    content_type = "text/plain; charset=UTF-8"
+    stream_ended: "Optional[asyncio.Future[None]]" = None
 
-    def __init__(self, handler):
-        super().__init__(handler)
-        self._closed = None
-
-    def _valid_get_tail(self, session_id, tail):
+    def check_get_tail(self, session_id: str, tail: List[str]) -> None:
         if session_id:
-            self.fail(400, "%s opens with a GET without session id" % self.name)
-            return False
-        return True
+            raise TransportError(400, "%s opens with a GET without session id" % self.name)
 
-    async def start(self, session):
-        self._closed = asyncio.get_running_loop().create_future()
-        handler = self.handler
-        handler.set_header("Content-Type", self.content_type)
-        limit_write_buffer(handler.request.connection.stream, self.settings)
-        self._write(self.prologue())
+    async def start(self, session: sessions.Session) -> None:
+        self.stream_ended = asyncio.get_running_loop().create_future()
+        self.set_header("Content-Type", self.content_type)
+        self.write_chunk(self.prologue())
         session.attach(self)
         session.start_heartbeats()
-        await self._closed
+        await self.stream_ended
 
-    def _done(self):
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+    async def resume(self, session: sessions.Session) -> None:
+        raise TransportError(400, "%s opens with a GET without session id" % self.name)
 
-    def write_payload(self, payload):
+    def prologue(self) -> str:
+        return ""
+
+    def envelope(self, payload: str) -> str:
+        return payload
+
+    def stream_done(self) -> None:
+        if self.stream_ended is not None and not self.stream_ended.done():
+            self.stream_ended.set_result(None)
+
+    def write_payload(self, payload: str) -> None:
         if payload:
-            self._write(self.envelope(payload))
+            self.write_chunk(self.envelope(payload))
 
-    def end(self):
-        if not self.handler._finished:
-            self.handler.finish()
-        self._done()
+    def end(self) -> None:
+        if not self.answered:
+            self.finish()
+        self.stream_done()
 
-    def on_connection_lost(self):
+    def connection_lost(self) -> None:
         if self.session is not None:
             self.session.close(sessions.REASON_CLIENT)
-        self._done()
+        self.stream_done()
+
+    def drop_client(self) -> None:
+        super().drop_client()
+        self.stream_done()
 
 
 class HtmlFileTransport(StreamingTransport):
@@ -341,11 +358,11 @@ class HtmlFileTransport(StreamingTransport):
     name = "htmlfile"
     content_type = "text/html; charset=UTF-8"
 
-    def prologue(self):
+    def prologue(self) -> str:
         # IE renders progressively only after 256 bytes.
         return "<html><body>" + " " * 244
 
-    def envelope(self, payload):
+    def envelope(self, payload: str) -> str:
         return "<script>parent.s._(%s, document);</script>" % js_string(payload)
 
 
@@ -359,13 +376,12 @@ class XHRMultipartTransport(StreamingTransport):
 
     name = "xhr-multipart"
 
-    def __init__(self, handler):
-        super().__init__(handler)
-        self.boundary = "socketio" + secrets.token_hex(8)
-        self.content_type = 'multipart/x-mixed-replace;boundary="%s"' % self.boundary
+    boundary = ""
 
-    def prologue(self):
+    def prologue(self) -> str:
+        self.boundary = "socketio" + secrets.token_hex(8)
+        self.set_header("Content-Type", 'multipart/x-mixed-replace;boundary="%s"' % self.boundary)
         return "--%s\n" % self.boundary
 
-    def envelope(self, payload):
+    def envelope(self, payload: str) -> str:
         return "Content-Type: text/plain\n\n%s\n--%s\n" % (payload, self.boundary)

@@ -1,26 +1,51 @@
-"""``get_router``: settings, URL grammar and dispatch of each request to its transport.
+"""The router: one object per ``get_router`` call that owns everything of it.
 
-One Tornado handler class serves every transport of a router: Tornado 6 cannot
-switch handler classes after routing, and WebSocket needs ``WebSocketHandler``.
-The handler only parses the URL and hands the request to a small transport
-object (``persistent.py``, ``polling.py``); the transports do the work.
+A :class:`Router` holds the settings, the session container, the broadcaster,
+the statistics, the shutdown state and the transport table. ``route()`` gives
+Tornado one URL rule whose target is a list of rules, one per transport, so
+Tornado itself hands each request to its transport's own handler class with
+the router as the handler's argument: HTTP transports run on plain
+``RequestHandler`` classes, websocket on ``WebSocketHandler``.
 """
 import numbers
 import re
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import tornado.web
-import tornado.websocket
 
-from tornadio import origins, session as sessions
+from tornadio import broadcast, origins, persistent, polling, stats
+from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
 from tornadio.client import ClientScript
 from tornadio.conn import ConnectionInfo, SocketConnection
+from tornadio.transport import TransportError, TransportHandlerMixin
 
+#: The one transport table: name -> handler class. ``enabled_protocols``
+#: validation, URL matching and access-log redaction are derived from it.
+TRANSPORTS: Dict[str, Type[TransportHandlerMixin]] = {
+    handler.name: handler for handler in (
+        persistent.WebSocketTransport,
+        persistent.FlashSocketTransport,
+        polling.HtmlFileTransport,
+        polling.XHRMultipartTransport,
+        polling.XHRPollingTransport,
+        polling.JSONPPollingTransport,
+    )
+}
 
-PROTOCOLS = ("websocket", "flashsocket", "htmlfile", "xhr-multipart", "xhr-polling",
-             "jsonp-polling")
+PROTOCOLS: Tuple[str, ...] = tuple(TRANSPORTS)
+
+#: Application settings read by :class:`tornadio.server.SocketServer`; 2011
+#: applications often pass them in the router's settings too.
+APPLICATION_SETTINGS = frozenset(("socket_io_port", "socket_io_address", "flash_policy_port",
+                                  "flash_policy_file", "flash_policy_server",
+                                  "flash_policy_inline"))
+
+#: Bound of a bare :meth:`Router.shutdown`'s wait for coroutine ``on_close``.
+SHUTDOWN_TIMEOUT = 5.0
 
 #: Every router setting with its default. Times are seconds, sizes bytes.
-DEFAULT_SETTINGS = {
+DEFAULT_SETTINGS: Dict[str, Any] = {
     # Transports a client may use; a disabled one answers 403.
     "enabled_protocols": list(PROTOCOLS),
     # How often expired polling sessions are looked for.
@@ -64,14 +89,25 @@ _SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
           "max_queue_bytes", "max_sessions")
 
 
-def validate_settings(settings):
-    """Merge over the defaults; unknown names and bad values raise ValueError."""
+def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merge ``settings`` over :data:`DEFAULT_SETTINGS` and check every value.
+
+    :param settings: router settings, or None for the defaults.
+    :returns: a new dict with every setting.
+    :raises ValueError: for a bad value of a known setting. Unknown names are
+        kept with one warning naming them, as the 2011 TornadIO merged them
+        silently (applications pass one dict to the router and the application).
+    """
     merged = dict(DEFAULT_SETTINGS)
+    unknown = []
     for name, value in (settings or {}).items():
-        if name not in DEFAULT_SETTINGS:
-            raise ValueError("unknown TornadIO setting %r (known: %s)"
-                             % (name, ", ".join(sorted(DEFAULT_SETTINGS))))
+        if name not in DEFAULT_SETTINGS and name not in APPLICATION_SETTINGS:
+            unknown.append(name)
         merged[name] = value
+    if unknown:
+        warnings.warn("unknown TornadIO setting(s) %s ignored (known: %s)"
+                      % (", ".join(repr(name) for name in sorted(unknown)),
+                         ", ".join(sorted(DEFAULT_SETTINGS))), stacklevel=3)
     for name in _SECONDS:
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
@@ -86,223 +122,44 @@ def validate_settings(settings):
     if not isinstance(merged["jsonp_cross_site"], bool):
         raise ValueError("setting jsonp_cross_site must be True or False")
     protocols = merged["enabled_protocols"]
-    if isinstance(protocols, str) or not all(p in PROTOCOLS for p in protocols):
+    if isinstance(protocols, str) or not all(p in TRANSPORTS for p in protocols):
         raise ValueError("enabled_protocols must be a list drawn from %s, not %r"
                          % (", ".join(PROTOCOLS), protocols))
     merged["enabled_protocols"] = list(protocols)
     origins.validate_policy(merged["allowed_origins"])
-    _validate_scaling(merged)
-    return merged
-
-
-def _validate_scaling(merged):
-    from tornadio import broadcast
     broadcast.validate_backend(merged["broadcast_backend"])
     broadcast.validate_channel(merged["broadcast_channel"])
     window = merged["stats_window"]
     if isinstance(window, bool) or not isinstance(window, numbers.Real) or window <= 0:
         raise ValueError("setting stats_window must be a number of seconds > 0, not %r" % (window,))
+    return merged
 
 
-def _transport_table():
-    from tornadio import persistent, polling
-    return {
-        "websocket": persistent.WebSocketTransport,
-        "flashsocket": persistent.FlashSocketTransport,
-        "xhr-polling": polling.XHRPollingTransport,
-        "jsonp-polling": polling.JSONPPollingTransport,
-        "htmlfile": polling.HtmlFileTransport,
-        "xhr-multipart": polling.XHRMultipartTransport,
-    }
+class DisabledTransportHandler(TransportHandlerMixin, tornado.web.RequestHandler):
+    """A transport of the table that ``enabled_protocols`` leaves out: 403."""
+
+    def prepare(self) -> None:
+        raise TransportError(403, "transport %s is disabled" % self.path_kwargs.get("protocol"))
 
 
-@tornado.web.stream_request_body
-class SocketRouterHandler(tornado.websocket.WebSocketHandler):
-    """The handler behind ``Router.route()``; one instance per HTTP request."""
+class UnknownTransportHandler(TransportHandlerMixin, tornado.web.RequestHandler):
+    """A path under the resource that names no transport: 404."""
 
-    connection_class = SocketConnection
-    socket_settings = DEFAULT_SETTINGS
-    resource = "socket.io/*"
-    pattern = None
-    client_script = None
-    #: Set by :meth:`shutdown`: HTTP answers then close their connection.
-    shutting_down = False
-    _container = None
-
-    # -- class level ---------------------------------------------------------
-    @classmethod
-    def route(cls):
-        """The ``(pattern, handler)`` rule to put in ``tornado.web.Application``."""
-        return (cls.pattern, cls)
-
-    @classmethod
-    def sessions(cls):
-        """This router's session container, made on first use (inside the IOLoop)."""
-        if cls._container is None:
-            cls._container = sessions.SessionContainer(cls.socket_settings["session_check_interval"])
-            if cls.socket_settings.get("broadcast_backend") is not None:
-                cls.broadcaster()  # listen for other processes' broadcasts from the start
-        return cls._container
-
-    @classmethod
-    def broadcaster(cls):
-        """This router's :class:`tornadio.broadcast.Broadcaster`, made on first use."""
-        from tornadio import broadcast
-        return broadcast.broadcaster_for(cls.sessions(), cls.socket_settings, cls.connection_class)
-
-    @classmethod
-    def stats(cls):
-        """Live statistics of this router as a JSON-able dict (``tornadio.stats``)."""
-        from tornadio import stats
-        return stats.router_stats(cls).snapshot()
-
-    @classmethod
-    async def shutdown(cls, reason=None):
-        """Close every session (``on_close`` runs) and stop the stats sampler.
-
-        What ``SocketServer.shutdown`` does for each router; nothing is created
-        for a router that never served a request. A ``broadcast_backend`` is
-        left open: ``on_close`` handlers may still be broadcasting their last
-        words, and the application that made the backend closes it (``await
-        backend.close()``) when it is done.
-        """
-        from tornadio import stats
-        cls.shutting_down = True
-        sampler = stats._STATS.pop(cls, None)
-        if sampler is not None:
-            sampler.stop()
-        if cls._container is not None:
-            cls._container.close_all(reason or sessions.REASON_SHUTDOWN)
-
-    @classmethod
-    def make_info(cls, request, transport):
-        return ConnectionInfo(request, transport)
-
-    # -- request level -------------------------------------------------------
-    # Per-request state as class-level defaults, set on the instance only when
-    # used: a few more instance attributes would cost every WebSocket handler
-    # CPython's shared-key dict (about 1 KiB per idle connection).
-    transport = None
-    fail_reason = None
-    open_extra_args = ()
-    open_extra_kwargs = None
-    _body = None
-
-    def prepare(self):
-        # Bodies are streamed so an oversized POST is refused before it is buffered.
-        if self.request.method == "POST":
-            self._body = bytearray()
-            declared = self.request.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > self.socket_settings["max_http_body"]:
-                self.fail(413, "body of %s bytes over max_http_body" % declared)
-
-    def data_received(self, chunk):
-        if self._finished or self._body is None:
-            return
-        if len(self._body) + len(chunk) > self.socket_settings["max_http_body"]:
-            self.fail(413, "body over max_http_body")
-            return
-        self._body += chunk
-
-    def request_body(self):
-        return self._body or b""
-
-    def check_xsrf_cookie(self):
-        """Exempt: the unguessable session id is what protects these POSTs."""
-
-    def compute_etag(self):
-        return None
-
-    def set_default_headers(self):
-        self.set_header("Cache-Control", "no-store")
-
-    def check_origin(self, origin):
-        return origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
-
-    @property
-    def max_message_size(self):
-        return self.socket_settings["max_websocket_message"]
-
-    def fail(self, status, reason):
-        """A 4xx/5xx with a short text body; the reason goes in the one access-log line."""
-        self.fail_reason = reason
-        if self._finished:
-            return
-        self.clear()
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        finished = self.finish(reason)
-        if "upgrade" in self.request.headers.get("Connection", "").lower():
-            # A refused upgrade may have sent bytes after its headers (hixie-76 key3);
-            # they must not be read as a next request on a kept-alive connection.
-            connection = self.request.connection
-            finished.add_done_callback(lambda _: connection.close())
-
-    def _request_summary(self):
-        # Session ids are credentials: only a prefix reaches the log.
-        path = _SESSION_IN_PATH.sub(lambda m: m.group(1) + m.group(2)[:6] + "…", self.request.path)
-        summary = "%s %s (%s)" % (self.request.method, path, self.request.remote_ip)
-        if self.fail_reason:
-            summary += " " + self.fail_reason
-        return summary
-
-    def _start(self, protocol, extra):
-        transport_class = self.transports.get(protocol)
-        if transport_class is None:
-            self.fail(404, "unknown transport")
-            return None
-        if protocol not in self.socket_settings["enabled_protocols"]:
-            self.fail(403, "transport %s is disabled" % protocol)
-            return None
-        self.open_extra_args = (extra,) if extra else ()
-        self.open_extra_kwargs = {"extra": extra}
-        self.transport = transport_class(self)
-        return self.transport
-
-    # get/post return the transport's awaitable (Tornado awaits it) instead of
-    # awaiting it in a coroutine of their own, which would stay suspended, and
-    # in memory, for a WebSocket's whole life.
-    def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
-        if protocol == "socket.io.js" and rest is None and self.client_script is not None:
-            self.client_script.serve(self)
-            return None
-        transport = self._start(protocol, extra)
-        return None if transport is None else transport.get(rest or "")
-
-    def post(self, resource=None, extra=None, protocol=None, rest=None, **_):
-        transport = self._start(protocol, extra)
-        return None if transport is None else transport.post(rest or "")
-
-    def options(self, resource=None, extra=None, protocol=None, rest=None, **_):
-        transport = self._start(protocol, extra)
-        if transport is not None:
-            transport.options()
-
-    # -- callbacks Tornado makes on the WebSocket / the connection --------------
-    def open(self, *args, **kwargs):
-        return self.transport.on_open()
-
-    def on_message(self, message):
-        return self.transport.on_socket_message(message)
-
-    def on_connection_close(self):
-        # WebSocketHandler's version skips RequestHandler's, which is what ends
-        # the wait for a streamed request body: without it an aborted POST
-        # would leave its request task (and buffered body) behind.
-        tornado.web.RequestHandler.on_connection_close(self)
-        super().on_connection_close()
-
-    def on_close(self):
-        # Tornado calls this for a closed WebSocket and for a client that drops
-        # any other request before it is finished.
-        if self.transport is not None:
-            self.transport.on_connection_lost()
+    def prepare(self) -> None:
+        raise TransportError(404, "unknown transport")
 
 
-_SESSION_IN_PATH = re.compile(r"(/(?:xhr-polling|jsonp-polling|htmlfile|xhr-multipart)/)([0-9A-Za-z]+)")
+class ClientScriptHandler(TransportHandlerMixin, tornado.web.RequestHandler):
+    """``GET /<resource>/socket.io.js``: the client script (``client_js`` setting)."""
+
+    def get(self, *args: Any, **kwargs: Any) -> None:
+        script = self.router.client_script
+        if script is None:
+            raise TransportError(404, "unknown transport")
+        script.serve(self)
 
 
-def _extra_pattern(extra_re, extra_sep):
+def _extra_pattern(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
     if not extra_re:
         return "(?P<extra>)"
     if not extra_re.startswith("(?P<extra>"):
@@ -310,30 +167,187 @@ def _extra_pattern(extra_re, extra_sep):
     return (extra_sep or "") + extra_re
 
 
-def get_router(connection, settings=None, resource="socket.io/*", io_loop=None,
-               extra_re=None, extra_sep=None):
-    """A new router class serving ``connection`` (a SocketConnection subclass).
+ConnectionFactory = Callable[[Session], SocketConnection]
 
-    ``resource`` is a regular expression for the URL prefix, as in the 2011
-    TornadIO; ``extra_re`` captures more of the path for ``on_open``.
-    ``io_loop`` is accepted for old code and ignored: Tornado 6 has one
-    current IOLoop.
+
+class Router:
+    """Everything one ``get_router`` call serves: see :func:`get_router`.
+
+    Made at import time by most applications, so nothing here touches the
+    IOLoop until the first request (or the first ``sessions()`` call).
     """
-    if not (isinstance(connection, type) and issubclass(connection, SocketConnection)):
-        raise TypeError("get_router() needs a SocketConnection subclass, not %r" % (connection,))
-    merged = validate_settings(settings)
-    pattern = r"/(?P<resource>%s)%s/(?P<protocol>[^/]+)(?P<rest>/.*)?" % (
-        resource, _extra_pattern(extra_re, extra_sep))
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
-    return type("%sRouter" % connection.__name__, (SocketRouterHandler,), {
-        "connection_class": connection,
-        "socket_settings": merged,
-        "resource": resource,
-        "pattern": pattern,
-        "transports": _transport_table(),
-        "client_script": ClientScript(merged["client_js"]) if merged["client_js"] else None,
-        "_container": None,
-    })
+
+    def __init__(self, connection: ConnectionFactory, settings: Optional[Dict[str, Any]] = None,
+                 resource: str = "socket.io/*", extra_re: Optional[str] = None,
+                 extra_sep: Optional[str] = None) -> None:
+        is_class = isinstance(connection, type)
+        if not callable(connection) or is_class and not issubclass(connection, SocketConnection):
+            raise TypeError("get_router() needs a SocketConnection subclass or a callable "
+                            "that makes one, not %r" % (connection,))
+        #: The connection class (or factory) called with each new session.
+        self.connection = connection
+        #: Every router setting, defaults merged in (:data:`DEFAULT_SETTINGS`).
+        self.settings = validate_settings(settings)
+        self.resource = resource
+        prefix = r"/(?P<resource>%s)%s/" % (resource, _extra_pattern(extra_re, extra_sep))
+        #: The URL pattern of :meth:`route`; named groups resource, extra, protocol, rest.
+        self.pattern = prefix + r"(?P<protocol>[^/]+)(?P<rest>/.*)?"
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
+        #: This router's transport table (name -> handler class).
+        self.transports: Dict[str, Type[TransportHandlerMixin]] = dict(TRANSPORTS)
+        self._session_in_path = re.compile(
+            r"(/(?:%s)/)([0-9A-Za-z]+)" % "|".join(re.escape(name) for name in self.transports))
+        client_js = self.settings["client_js"]
+        self.client_script: Optional[ClientScript] = ClientScript(client_js) if client_js else None
+        self._route = (self.pattern, self._rules(prefix))
+        #: True from :meth:`stop_sessions` until :meth:`restart`: answers then
+        #: close their connection, and polls for closed sessions get a quiet answer.
+        self.shutting_down = False
+        self._container: Optional[SessionContainer] = None
+        self._broadcaster: Optional[broadcast.Broadcaster] = None
+        self._stats: Optional[stats.RouterStats] = None
+
+    def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
+        arguments = {"router": self}
+        rules: List[Tuple[str, Any, Dict[str, Any]]] = [
+            (prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments)]
+        enabled = self.settings["enabled_protocols"]
+        for name, handler in self.transports.items():
+            target = handler if name in enabled else DisabledTransportHandler
+            rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % re.escape(name),
+                          target, arguments))
+        rules.append((self.pattern, UnknownTransportHandler, arguments))
+        return rules
+
+    def __repr__(self) -> str:
+        name = getattr(self.connection, "__qualname__", type(self.connection).__qualname__)
+        return "<Router %s at /%s>" % (name, self.resource)
+
+    # -- what applications use -----------------------------------------------------
+    def route(self) -> Tuple[str, Any]:
+        """The ``(pattern, target)`` rule to put in ``tornado.web.Application``.
+
+        The target is a list of rules, one per transport: Tornado routes each
+        request straight to its transport's handler class.
+        """
+        return self._route
+
+    def sessions(self) -> SessionContainer:
+        """This router's session container, made on first use (inside the IOLoop)."""
+        if self._container is None:
+            self._container = SessionContainer(self.settings["session_check_interval"],
+                                                        router=self)
+            if self.settings["broadcast_backend"] is not None:
+                self.broadcaster()  # listen for other processes' broadcasts from the start
+        return self._container
+
+    def broadcaster(self) -> broadcast.Broadcaster:
+        """This router's :class:`tornadio.broadcast.Broadcaster`, made on first use."""
+        container = self.sessions()  # may make the broadcaster itself (with a backend)
+        if self._broadcaster is None:
+            channel = (self.settings["broadcast_channel"]
+                       or broadcast.default_channel(self.connection))
+            self._broadcaster = broadcast.Broadcaster(container,
+                                                      self.settings["broadcast_backend"], channel)
+        return self._broadcaster
+
+    @property
+    def has_broadcaster(self) -> bool:
+        """Whether :meth:`broadcaster` was made (stats show it only then)."""
+        return self._broadcaster is not None
+
+    def stats(self) -> Dict[str, Any]:
+        """Live statistics of this router as a JSON-able dict (see ``tornadio.stats``)."""
+        if self._stats is None:
+            self._stats = stats.RouterStats(self)
+        return self._stats.snapshot()
+
+    def make_info(self, request: Any, transport: str) -> ConnectionInfo:
+        """The :class:`ConnectionInfo` kept for a session opened by ``request``."""
+        return ConnectionInfo(request, transport)
+
+    def redact(self, path: str) -> str:
+        """``path`` with any session id cut to a prefix, for logs."""
+        return self._session_in_path.sub(lambda m: m.group(1) + m.group(2)[:6] + "…", path)
+
+    # -- shutdown and restart ------------------------------------------------------
+    async def shutdown(self, reason: Optional[str] = None,
+                       timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Close every session (``on_close`` runs), then start afresh.
+
+        What :class:`tornadio.server.SocketServer` does for each router, in two
+        steps (:meth:`stop_sessions`, then :meth:`restart` once its connections
+        are closed). Afterwards the router behaves exactly like a new one. A
+        ``broadcast_backend`` is left open: the application that made it closes it.
+
+        :param reason: the close reason logged for each session.
+        :param timeout: how long coroutine ``on_close`` handlers may take.
+        """
+        await self.stop_sessions(reason, timeout)
+        self.restart()
+
+    async def stop_sessions(self, reason: Optional[str] = None,
+                            timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Close every session and wait (bounded) for coroutine ``on_close``.
+
+        Until :meth:`restart`, HTTP answers say ``Connection: close`` and a
+        poll for a session closed here gets a quiet empty answer.
+        """
+        self.shutting_down = True
+        if self._stats is not None:
+            self._stats.stop()
+            self._stats = None
+        container = self._container
+        if container is not None:
+            container.close_all(reason or REASON_SHUTDOWN)
+            await container.wait_tasks(timeout)
+
+    def restart(self) -> None:
+        """Forget every session and start serving as a fresh router."""
+        if self._broadcaster is not None:
+            self._broadcaster.close()
+            self._broadcaster = None
+        if self._container is not None:
+            self._container.stop()
+            self._container = None
+        self.shutting_down = False
+
+    # -- names of the 2011 TornadIO router class --------------------------------
+    @property
+    def _connection(self) -> ConnectionFactory:
+        return self.connection
+
+    @property
+    def _sessions(self) -> SessionContainer:
+        return self.sessions()
+
+    @property
+    def socket_settings(self) -> Dict[str, Any]:
+        return self.settings
+
+    @property
+    def connection_class(self) -> ConnectionFactory:
+        return self.connection
+
+
+def get_router(connection: ConnectionFactory, settings: Optional[Dict[str, Any]] = None,
+               resource: str = "socket.io/*", io_loop: Any = None,
+               extra_re: Optional[str] = None, extra_sep: Optional[str] = None) -> Router:
+    """A new :class:`Router` serving ``connection``.
+
+    :param connection: a :class:`SocketConnection` subclass, or any callable
+        that takes the session and returns a SocketConnection (as in 2011).
+    :param settings: router settings (:data:`DEFAULT_SETTINGS`).
+    :param resource: a regular expression for the URL prefix, as in 2011.
+    :param io_loop: accepted for old code and ignored (Tornado 6 has one IOLoop).
+    :param extra_re: a regular expression capturing more of the path for
+        ``on_open`` (``kwargs['extra']``); ``extra_sep`` goes before it.
+    :returns: the router; put ``router.route()`` in the application's rules.
+    :raises TypeError: when ``connection`` is not callable, or a class that is
+        not a SocketConnection subclass.
+    :raises ValueError: for a bad setting or a resource that is no valid pattern.
+    """
+    return Router(connection, settings, resource, extra_re, extra_sep)

@@ -25,7 +25,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from tornadio import flashserver
-from tornadio.router import SocketRouterHandler
+from tornadio.router import Router
 
 log = logging.getLogger("tornadio.server")
 
@@ -37,7 +37,7 @@ SHUTDOWN_TIMEOUT = 5.0
 
 
 def socket_routers(application):
-    """Every TornadIO router class (SocketRouterHandler subclass) in the app's rules."""
+    """Every TornadIO :class:`Router` whose ``route()`` is in the application's rules."""
     found = []
     seen = set()
 
@@ -46,12 +46,11 @@ def socket_routers(application):
             return
         seen.add(id(router))
         for rule in getattr(router, "rules", ()):
-            target = rule.target
-            if isinstance(target, type) and issubclass(target, SocketRouterHandler):
-                if target not in found:
-                    found.append(target)
-            elif hasattr(target, "rules"):
-                walk(target)
+            owner = (rule.target_kwargs or {}).get("router")
+            if isinstance(owner, Router) and owner not in found:
+                found.append(owner)
+            if hasattr(rule.target, "rules"):
+                walk(rule.target)
 
     walk(getattr(application, "default_router", None))
     return found
@@ -66,7 +65,7 @@ def merged_origins(routers):
     """
     merged = []
     for router in routers:
-        settings = router.socket_settings
+        settings = router.settings
         if "flashsocket" not in settings["enabled_protocols"]:
             continue
         policy = settings["allowed_origins"]
@@ -115,7 +114,11 @@ class SocketServer(HTTPServer):
         self.port = sockets[0].getsockname()[1]  # the real one, also for port 0
         try:
             policy_file = settings.get("flash_policy_file")
-            allowed = merged_origins(socket_routers(application))
+            routers = socket_routers(application)
+            for router in routers:
+                if router.shutting_down:  # an earlier server's shutdown did not finish
+                    router.restart()
+            allowed = merged_origins(routers)
             self.policy = flashserver.policy_bytes(policy_file, allowed, [self.port])
             if settings.get("flash_policy_server", True):
                 self.policy_server = flashserver.FlashPolicyServer(
@@ -186,12 +189,15 @@ class SocketServer(HTTPServer):
         most ``timeout`` seconds for the remaining HTTP connections to close."""
         owns_loop, self._owns_loop = self._owns_loop, False
         self.stop()
-        for router in socket_routers(self.application):
-            await router.shutdown()
+        routers = socket_routers(self.application)
+        for router in routers:
+            await router.stop_sessions(timeout=timeout)
         try:
             await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
         except gen.TimeoutError:
             log.warning("shutdown: connections still open after %.1f s", timeout)
+        for router in routers:
+            router.restart()  # a new SocketServer for this application starts afresh
         if owns_loop:
             IOLoop.current().stop()
 

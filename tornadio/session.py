@@ -7,21 +7,27 @@ attaches a *sink* — an object with ``write_payload(str)``, ``end()`` and
 and the session writes whole payloads to it.
 """
 import asyncio
-import heapq
 import inspect
-import itertools
 import logging
 import secrets
 import time
 from collections import deque
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List,
+                    Optional, Tuple)
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from tornadio import proto
 
+if TYPE_CHECKING:
+    from tornadio.conn import ConnectionInfo, SocketConnection
+    from tornadio.transport import Sink
+
 log = logging.getLogger("tornadio.session")
 
-NEW, OPEN, CLOSED = "new", "open", "closed"
+#: Session states. OPENING: ``on_open`` runs; CLOSING: the client is gone and
+#: ``on_close`` has not finished yet.
+NEW, OPENING, OPEN, CLOSING, CLOSED = "new", "opening", "open", "closing", "closed"
 
 # Why a session ended; logged and kept in ``Session.close_reason``.
 REASON_SERVER = "closed by the server"
@@ -41,17 +47,17 @@ MAX_INBOX = 10000
 _FAILED = object()
 
 
-def generate_session_id():
+def generate_session_id() -> str:
     """128 random bits as 32 hex characters: the charset the client pastes into URLs."""
     return secrets.token_hex(16)
 
 
-def short_id(session_id):
+def short_id(session_id: str) -> str:
     """A prefix safe to log: the full id is the polling session's only credential."""
     return session_id[:6] + "…"
 
 
-def call_user(what, func, *args, **kwargs):
+def call_user(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """The single funnel into user callbacks: errors are logged, never raised.
 
     Returns ``_FAILED`` when the callback raised, so callers can fail closed.
@@ -71,9 +77,11 @@ class Session:
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
                  "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
-                 "connection", "__weakref__")
+                 "connection", "heap_index", "_running", "__weakref__")
 
-    def __init__(self, container, connection_class, transport, info, settings):
+    def __init__(self, container: "SessionContainer",
+                 connection_factory: Callable[["Session"], "SocketConnection"],
+                 transport: str, info: "ConnectionInfo", settings: Dict[str, Any]) -> None:
         self.id = generate_session_id()
         self.container = container
         self.transport = transport
@@ -81,8 +89,10 @@ class Session:
         self.settings = settings
         self.state = NEW
         self.close_reason = None
-        self.deadline = None
-        self._queue = []
+        self.deadline: Optional[float] = None
+        #: This session's slot in the container's expiry heap (-1: none).
+        self.heap_index = -1
+        self._queue: List[str] = []
         # Code points queued (ASCII frames: bytes); compared with max_queue_bytes.
         self._queued_size = 0
         self._sink = None
@@ -90,7 +100,9 @@ class Session:
         self._receiving = False
         # Messages waiting behind a running coroutine on_message (None: none).
         self._inbox = None
-        self._drained = None
+        self._drained: Optional["asyncio.Future[None]"] = None
+        # The coroutine on_message running now, if any (on_close waits for it).
+        self._running: Optional["asyncio.Future[Any]"] = None
         self._heartbeat_count = 0
         self._heartbeat_pending = None
         self._heartbeat_timer = None
@@ -99,23 +111,30 @@ class Session:
         #: Polling transports set this: frames queued when the session closes
         #: between two polls are kept for the next poll instead of dropped.
         self.keeps_leftovers = False
-        self.connection = connection_class(self)
+        self.connection = connection_factory(self)
 
     # ------------------------------------------------------------------ state
     @property
-    def is_closed(self):
-        return self.state == CLOSED
+    def is_closed(self) -> bool:
+        """True once closing began: no more traffic either way."""
+        return self.state in (CLOSING, CLOSED)
 
-    async def open(self, request, args, kwargs):
-        """Queue the session id, then run ``on_open``; False means refused.
+    @property
+    def accepts_sends(self) -> bool:
+        """Sends are queued while ``on_open`` runs (behind the id) and while open."""
+        return self.state in (OPENING, OPEN)
+
+    async def open(self, request: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
+        """Queue the session id, then run ``on_open``; False means refused or closed.
 
         The id is queued first so that anything ``on_open`` sends rides behind it
         in the first payload (PROTOCOL.md §2.2). ``on_open`` returning False, or
         raising, refuses the client: an authentication check that crashes must
-        not let it in.
+        not let it in. A session closed while a coroutine ``on_open`` runs gets
+        its ``on_close`` only after ``on_open`` returned, and none if it refused.
         """
         self._queue.append(proto.frame(self.id))
-        self.state = OPEN
+        self.state = OPENING
         result = call_user("on_open", self.connection.on_open, request, *args, **kwargs)
         if inspect.isawaitable(result):
             try:
@@ -123,18 +142,32 @@ class Session:
             except Exception:
                 log.exception("error in on_open")
                 result = _FAILED
-        if result is False or result is _FAILED:
-            self._queue.clear()
-            self.close(REASON_REFUSED)
-            return False
-        return self.state == OPEN
+        refused = result is False or result is _FAILED
+        if self.state == OPENING:
+            if refused:
+                self._queue.clear()
+                self.close(REASON_REFUSED)
+                return False
+            self.state = OPEN
+            return True
+        # Closed (client gone, shutdown...) while on_open ran.
+        if refused:
+            self.state = CLOSED
+        else:
+            self._run_on_close()
+        return False
 
-    def close(self, reason=REASON_SERVER):
-        """End the session once: stop timers, finish the sink, run ``on_close``."""
-        if self.state == CLOSED:
+    def close(self, reason: str = REASON_SERVER) -> None:
+        """End the session once: stop timers, finish the sink, run ``on_close``.
+
+        ``on_close`` runs after a running ``on_open`` returned and after a running
+        coroutine ``on_message`` finished; a coroutine ``on_close`` is awaited in
+        the background (the container keeps the task).
+        """
+        if self.state in (CLOSING, CLOSED):
             return
-        was_open = self.state == OPEN
-        self.state = CLOSED
+        previous = self.state
+        self.state = CLOSING
         self.close_reason = reason
         self._inbox = None
         self._wake_readers()
@@ -148,8 +181,38 @@ class Session:
             sink.end()
         self.container.remove(self)
         log.info("session %s (%s) closed: %s", short_id(self.id), self.transport, reason)
-        if was_open and reason != REASON_REFUSED:
-            call_user("on_close", self.connection.on_close)
+        if previous == OPEN and reason != REASON_REFUSED:
+            self._run_on_close()
+        elif previous != OPENING or reason == REASON_REFUSED:
+            self.state = CLOSED
+        # else: open() runs on_close once on_open has returned.
+
+    def _run_on_close(self) -> None:
+        running = self._running
+        if running is not None and not running.done():
+            self.container.spawn(self._on_close_after(running))
+            return
+        result = call_user("on_close", self.connection.on_close)
+        if result is not None and inspect.isawaitable(result):
+            self.container.spawn(self._await_on_close(result))
+        else:
+            self.state = CLOSED
+
+    async def _on_close_after(self, running: "asyncio.Future[Any]") -> None:
+        await asyncio.wait([running])
+        result = call_user("on_close", self.connection.on_close)
+        if result is not None and inspect.isawaitable(result):
+            await self._await_on_close(result)
+        else:
+            self.state = CLOSED
+
+    async def _await_on_close(self, result: Any) -> None:
+        try:
+            await result
+        except Exception:
+            log.exception("error in on_close")
+        finally:
+            self.state = CLOSED
 
     @property
     def has_leftovers(self):
@@ -171,7 +234,7 @@ class Session:
 
     def send_payload(self, payload):
         """Queue already-encoded frames (counted as one message out)."""
-        if self.state == CLOSED:
+        if not self.accepts_sends:
             return
         self.messages_out += 1
         self.container.messages_out += 1
@@ -194,7 +257,8 @@ class Session:
             self._flush_scheduled = True
             self.container.schedule_flush(self)
 
-    def _flush(self):
+    def flush(self) -> None:
+        """Write what is queued to the sink now (the container's end-of-turn flush)."""
         self._flush_scheduled = False
         sink = self._sink
         if sink is not None and self._queue:
@@ -298,7 +362,9 @@ class Session:
                     self._inbox = deque(messages)  # the rest wait for this one
                 if self._drained is None:
                     self._drained = asyncio.get_running_loop().create_future()
-                asyncio.ensure_future(result).add_done_callback(self._after_async_message)
+                # Referenced until done: by the session, and by the container's task set.
+                self._running = running = self.container.spawn(result)
+                running.add_done_callback(self._after_async_message)
                 return
         self._inbox = None
         self._wake_readers()
@@ -308,7 +374,8 @@ class Session:
         if drained is not None and not drained.done():
             drained.set_result(None)
 
-    def _after_async_message(self, future):
+    def _after_async_message(self, future: "asyncio.Future[Any]") -> None:
+        self._running = None
         if not future.cancelled() and future.exception() is not None:
             log.error("error in on_message", exc_info=future.exception())
         self._run(_drain(self._inbox))
@@ -359,93 +426,181 @@ def _drain(inbox):
 class SessionContainer:
     """All live sessions of one router, with deadline-ordered expiry.
 
-    Deadlines sit in a heap; a check pops only what is due, so its cost is
-    O(expired · log n) however many sessions are live. Entries made stale by a
-    newer deadline are dropped when they surface.
+    Deadlines sit in an indexed binary heap holding each session at most once
+    (a session knows its slot): touching a deadline moves the session in place,
+    so the heap holds O(live sessions) entries whatever the request rate, and a
+    session leaves it the moment it is removed. A check pops only what is due:
+    O(expired · log n).
     """
 
-    def __init__(self, check_interval=None):
-        self.sessions = {}
+    def __init__(self, check_interval: Optional[float] = None, router: Any = None) -> None:
+        #: The :class:`tornadio.router.Router` that owns this container (None in unit tests).
+        self.router = router
+        self.sessions: Dict[str, "Session"] = {}
         #: Closed polling sessions whose last frames wait for the next poll.
-        self.closing = {}
-        self._heap = []
-        self._counter = itertools.count()
-        self._timer = None
+        self.closing: Dict[str, "Session"] = {}
+        self._heap: List["Session"] = []
+        self._timer: Optional[PeriodicCallback] = None
         self._check_interval = check_interval
         self.opened_total = 0
         self.closed_total = 0
         self.messages_in = 0
         self.messages_out = 0
         #: Called with each session as it leaves the container (groups, stats...).
-        self.on_remove = []
-        self._to_flush = []
+        self.on_remove: List[Callable[["Session"], Any]] = []
+        self._to_flush: List["Session"] = []
+        #: Background tasks (coroutine on_message/on_close), referenced until done.
+        self.tasks: "set[asyncio.Future[Any]]" = set()
 
-    def schedule_flush(self, session):
+    def spawn(self, awaitable: Any) -> "asyncio.Future[Any]":
+        """Run ``awaitable`` in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(awaitable)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait_tasks(self, timeout: float) -> int:
+        """Wait at most ``timeout`` s for background tasks; cancel the rest, return their count."""
+        pending: "set[asyncio.Future[Any]]" = set()
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d on_message/on_close coroutines still running after %.1f s; "
+                        "cancelled", len(pending), timeout)
+        return len(pending)
+
+    def schedule_flush(self, session: "Session") -> None:
         """Flush ``session`` at the next loop turn, with every other session due then."""
         self._to_flush.append(session)
         if len(self._to_flush) == 1:
             IOLoop.current().add_callback(self._flush_due)
 
-    def _flush_due(self):
+    def _flush_due(self) -> None:
         due, self._to_flush = self._to_flush, []
         for session in due:
-            session._flush()
+            session.flush()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.sessions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator["Session"]:
         return iter(list(self.sessions.values()))
 
-    def get(self, session_id):
+    @property
+    def heap_size(self) -> int:
+        """Entries in the expiry heap: at most one per live or parked session."""
+        return len(self._heap)
+
+    def get(self, session_id: str) -> Optional["Session"]:
         """A live session, or a closed one still holding frames for its client."""
         return self.sessions.get(session_id) or self.closing.get(session_id)
 
-    def add(self, session):
+    def add(self, session: "Session") -> None:
         self.sessions[session.id] = session
         self.opened_total += 1
         if self._timer is None and self._check_interval:
             self._timer = PeriodicCallback(self.expire, self._check_interval * 1000)
             self._timer.start()
 
-    def remove(self, session):
+    def remove(self, session: "Session") -> None:
         if self.sessions.pop(session.id, None) is not None:
             self.closed_total += 1
             for listener in self.on_remove:
                 call_user("session removal listener", listener, session)
-        session.deadline = None
+        self.clear_deadline(session)
         if session.keeps_leftovers and session.has_leftovers:
             # Parked until the client's next poll collects them, or expiry.
             self.closing[session.id] = session
             self.set_deadline(session, time.monotonic() + session.settings["session_expiry"])
         self._stop_timer_when_idle()
 
-    def forget(self, session):
+    def forget(self, session: "Session") -> None:
         """Drop a closed session whose leftovers were collected."""
         self.closing.pop(session.id, None)
-        session.deadline = None
+        self.clear_deadline(session)
         self._stop_timer_when_idle()
 
-    def _stop_timer_when_idle(self):
-        if not self.sessions and not self.closing:
-            self._heap.clear()
-            if self._timer is not None:
-                self._timer.stop()
-                self._timer = None
+    def _stop_timer_when_idle(self) -> None:
+        if not self.sessions and not self.closing and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
 
-    def set_deadline(self, session, deadline):
+    # -- the indexed heap ----------------------------------------------------
+    def set_deadline(self, session: "Session", deadline: float) -> None:
+        """Give ``session`` a new deadline, moving its one heap entry in place."""
         session.deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._counter), session))
+        index = session.heap_index
+        if index < 0:
+            session.heap_index = len(self._heap)
+            self._heap.append(session)
+            self._sift_up(session.heap_index)
+        else:
+            self._sift_up(index)
+            self._sift_down(session.heap_index)
 
-    def expire(self, now=None):
+    def clear_deadline(self, session: "Session") -> None:
+        """Take ``session`` out of the heap (no deadline)."""
+        session.deadline = None
+        index = session.heap_index
+        if index < 0:
+            return
+        heap = self._heap
+        last = heap.pop()
+        session.heap_index = -1
+        if last is not session:
+            heap[index] = last
+            last.heap_index = index
+            self._sift_up(index)
+            self._sift_down(last.heap_index)
+
+    def _sift_up(self, index: int) -> None:
+        heap = self._heap
+        item = heap[index]
+        key = item.deadline
+        while index > 0:
+            parent_index = (index - 1) >> 1
+            parent = heap[parent_index]
+            if parent.deadline <= key:  # type: ignore[operator]
+                break
+            heap[index] = parent
+            parent.heap_index = index
+            index = parent_index
+        heap[index] = item
+        item.heap_index = index
+
+    def _sift_down(self, index: int) -> None:
+        heap = self._heap
+        size = len(heap)
+        item = heap[index]
+        key = item.deadline
+        while True:
+            child_index = 2 * index + 1
+            if child_index >= size:
+                break
+            right = child_index + 1
+            if right < size and heap[right].deadline < heap[child_index].deadline:  # type: ignore[operator]
+                child_index = right
+            child = heap[child_index]
+            if key <= child.deadline:  # type: ignore[operator]
+                break
+            heap[index] = child
+            child.heap_index = index
+            index = child_index
+        heap[index] = item
+        item.heap_index = index
+
+    def expire(self, now: Optional[float] = None) -> int:
         """Close every session whose deadline has passed; return how many."""
         now = time.monotonic() if now is None else now
         heap = self._heap
         expired = 0
-        while heap and heap[0][0] <= now:
-            deadline, _, session = heapq.heappop(heap)
-            if session.deadline != deadline or session.has_sink:
-                continue
+        while heap and heap[0].deadline <= now:  # type: ignore[operator]
+            session = heap[0]
+            self.clear_deadline(session)
+            if session.has_sink:
+                continue  # a held poll is its liveness; detach() sets a new deadline
             if session.state == CLOSED:
                 self.forget(session)
                 continue
@@ -453,7 +608,7 @@ class SessionContainer:
             session.close(REASON_EXPIRED)
         return expired
 
-    def close_all(self, reason=REASON_SHUTDOWN):
+    def close_all(self, reason: str = REASON_SHUTDOWN) -> None:
         """Close every session (``on_close`` runs).
 
         Leftovers of polling sessions stay parked, so a poll arriving during a
@@ -461,3 +616,11 @@ class SessionContainer:
         """
         for session in self:
             session.close(reason)
+
+    def stop(self) -> None:
+        """Stop the expiry timer and forget parked sessions: the router is starting afresh."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        for session in list(self.closing.values()):
+            self.forget(session)

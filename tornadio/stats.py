@@ -36,7 +36,7 @@ from collections import deque
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-__all__ = ["RouterStats", "StatsHandler", "router_stats"]
+__all__ = ["RouterStats", "StatsHandler"]
 
 #: Seconds between two samples of the counters.
 SAMPLE_INTERVAL = 1.0
@@ -46,9 +46,10 @@ class RouterStats:
     """Counter samples of one router, for the per-second rates."""
 
     def __init__(self, router, window=None, interval=SAMPLE_INTERVAL):
+        # Weak: the router owns this object, which must not keep it alive.
         self._router_ref = weakref.ref(router)
         if window is None:
-            window = router.socket_settings["stats_window"]
+            window = router.settings["stats_window"]
         self.window = float(window)
         self.interval = interval
         self._samples = deque()
@@ -99,7 +100,7 @@ class RouterStats:
         """The statistics document (see the module docstring)."""
         router = self._router_ref()
         container = router.sessions()
-        by_transport = {name: 0 for name in router.socket_settings["enabled_protocols"]}
+        by_transport = {name: 0 for name in router.settings["enabled_protocols"]}
         queued_total = queued_max = 0
         for session in container.sessions.values():
             by_transport[session.transport] = by_transport.get(session.transport, 0) + 1
@@ -108,8 +109,7 @@ class RouterStats:
             if queued > queued_max:
                 queued_max = queued
         rate_in, rate_out, span = self.rates()
-        from tornadio import broadcast
-        broadcaster = broadcast._BROADCASTERS.get(container)
+        broadcaster = router.broadcaster() if router.has_broadcaster else None
         return {
             "pid": os.getpid(),
             "time": time.time(),
@@ -132,18 +132,6 @@ class RouterStats:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-
-
-#: router class -> RouterStats (which holds the router weakly).
-_STATS = weakref.WeakKeyDictionary()
-
-
-def router_stats(router):
-    """The :class:`RouterStats` of a router class, made (and sampling) on first use."""
-    stats = _STATS.get(router)
-    if stats is None:
-        stats = _STATS[router] = RouterStats(router)
-    return stats
 
 
 class StatsHandler(tornado.web.RequestHandler):

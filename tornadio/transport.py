@@ -1,91 +1,217 @@
-"""What every transport shares: session lookup, opening, and one-line failures."""
+"""What every transport handler shares: the sink contract, session lookup and
+opening, one HTTP error type answered in one place, and redacted access logs.
+
+Each transport is a Tornado handler class of its own (``polling.py``,
+``persistent.py``); the router's single URL rule hands every request to the
+class of its transport, with the router as the handler's only argument.
+"""
 import logging
 import re
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Tuple
+
+import tornado.web
+from tornado.concurrent import Future
 
 from tornadio import proto, session as sessions
+from tornadio.conn import SocketConnection
+
+if TYPE_CHECKING:
+    from tornadio.router import Router
 
 log = logging.getLogger("tornadio.transport")
 
 _SESSION_ID = re.compile(r"[0-9A-Za-z]{1,64}\Z")
 
 
-def limit_write_buffer(stream, settings):
-    """Bound what a client that stops reading can make us buffer (max_queue_bytes).
+class Sink(Protocol):
+    """Where a session writes its client's payloads: a transport handler.
 
-    Beyond it ``stream.write`` raises ``StreamBufferFullError``; the transport
-    then calls :meth:`Transport.overflowed`.
+    ``once`` is True for a long-poll GET, which the session detaches after one
+    payload; False for a socket or a stream, which it keeps writing to.
     """
-    if settings["max_queue_bytes"]:
-        stream.max_write_buffer_size = settings["max_queue_bytes"]
+
+    once: bool
+
+    def write_payload(self, payload: str) -> None:
+        """Send ``payload`` (whole frames, maybe empty) to the client."""
+
+    def end(self) -> None:
+        """The session closed: finish the response or close the socket."""
 
 
-def retrieve_write_error(future):
+class TransportError(tornado.web.HTTPError):
+    """An HTTP error found while serving a transport request.
+
+    Raised wherever it is found; the handler answers it in one place
+    (:meth:`TransportHandlerMixin.write_error`) with ``status`` and a short
+    text body ``detail``, which also ends the request's access-log line.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(status)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return "HTTP %d: %s" % (self.status_code, self.detail)
+
+
+def retrieve_write_error(future: "Future[Any]") -> None:
     """A write to a client that left meanwhile is not worth a traceback."""
     if not future.cancelled():
         future.exception()
 
 
-class Transport:
-    """Base of the per-request transport objects the router hands a request to.
+class TransportHandlerMixin:
+    """The shared half of every transport handler (mixed into a Tornado handler).
 
-    A transport object lives as long as its Tornado request. It may be a
-    session *sink*: ``once`` says whether the session detaches it after one
-    payload (a long-poll GET) or keeps writing to it (a socket or a stream).
+    Per-request state lives in class-level defaults and is set on the instance
+    only when used: a few more instance attributes would cost every idle
+    WebSocket handler CPython's per-instance dict (about 1 KiB each).
     """
 
-    name = None
+    #: The transport's name in URLs and in ``enabled_protocols``.
+    name = ""
+    #: Sink contract: True when the session detaches this handler after one payload.
     once = False
 
-    def __init__(self, handler):
-        self.handler = handler
-        self.router = type(handler)
-        self.settings = handler.socket_settings
-        self.session = None
+    router: "Router"
+    request: Any
+    session: Optional[sessions.Session] = None
+    fail_reason: Optional[str] = None
+    open_extra_args: Tuple[Any, ...] = ()
+    open_extra_kwargs: Optional[Dict[str, Any]] = None
+    #: Bytes handed to the socket and not yet flushed (bounded by max_queue_bytes).
+    unsent_bytes = 0
+    answered = False
 
-    # -- session helpers ---------------------------------------------------
-    def create_session(self):
-        """A new session of this router, or None (answered 503) when full."""
-        if self.refused_for_capacity():
-            return None
-        container = self.router.sessions()
-        info = self.router.make_info(self.handler.request, self.name)
-        session = sessions.Session(container, self.router.connection_class, self.name,
-                                   info, self.settings)
+    def initialize(self, router: "Router") -> None:  # type: ignore[override]
+        self.router = router
+
+    @property
+    def socket_settings(self) -> Dict[str, Any]:
+        """The router's settings (``self.settings`` are the application's)."""
+        return self.router.settings
+
+    # -- Tornado hooks ---------------------------------------------------------
+    def check_xsrf_cookie(self) -> None:
+        """Exempt: the unguessable session id is what protects these POSTs."""
+
+    def compute_etag(self) -> Optional[str]:
+        return None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+
+    def on_finish(self) -> None:
+        self.answered = True
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, TransportError):
+            self.fail_reason = value.detail  # the access-log line says it
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one place HTTP errors are answered: a short text body."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, TransportError):
+            detail = error.detail
+        else:
+            detail = self._reason  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")  # type: ignore[attr-defined]
+        finished = self.finish(detail)  # type: ignore[attr-defined]
+        if "upgrade" in self.request.headers.get("Connection", "").lower():
+            # A refused upgrade may have sent bytes after its headers (hixie-76 key3);
+            # they must not be read as a next request on a kept-alive connection.
+            connection = self.request.connection
+            finished.add_done_callback(lambda _: connection.close())
+
+    def answer_error(self, error: TransportError) -> None:
+        """Answer ``error`` from outside the request method (a callback, a body chunk)."""
+        self.fail_reason = error.detail
+        if not self.answered:
+            self.send_error(error.status_code,  # type: ignore[attr-defined]
+                            exc_info=(type(error), error, None))
+
+    def _request_summary(self) -> str:
+        # Session ids are credentials: only a prefix reaches the access log.
+        summary = "%s %s (%s)" % (self.request.method, self.router.redact(self.request.path),
+                                  self.request.remote_ip)
+        if self.fail_reason:
+            summary += " " + self.fail_reason
+        return summary
+
+    # -- request arguments --------------------------------------------------------
+    def take_route(self, extra: Optional[str]) -> None:
+        """Keep the route's ``extra`` capture for ``on_open``."""
+        if extra:
+            self.open_extra_args = (extra,)
+        self.open_extra_kwargs = {"extra": extra}
+
+    # -- sessions -----------------------------------------------------------------
+    def create_session(self) -> sessions.Session:
+        """A new session of this router; TransportError 503 when it is full."""
+        router = self.router
+        self.check_capacity()
+        container = router.sessions()
+        info = router.make_info(self.request, self.name)
+        session = sessions.Session(container, router.connection, self.name, info,
+                                   router.settings)
+        if not isinstance(session.connection, SocketConnection):
+            log.error("the connection factory of %r returned %r, not a SocketConnection; "
+                      "client refused", router, type(session.connection))
+            raise TransportError(500, "connection factory returned no SocketConnection")
         container.add(session)
         return session
 
-    def refused_for_capacity(self):
-        """Answer 503 when the router already has ``max_sessions`` live sessions."""
-        limit = self.settings["max_sessions"]
+    def check_capacity(self) -> None:
+        """TransportError 503 when the router already has ``max_sessions`` live sessions."""
+        limit = self.socket_settings["max_sessions"]
         if limit and len(self.router.sessions()) >= limit:
-            self.fail(503, "session limit of %d reached" % limit)
-            return True
-        return False
+            raise TransportError(503, "session limit of %d reached" % limit)
 
-    async def open_session(self, session):
+    async def open_session(self, session: sessions.Session) -> bool:
         """Run ``on_open``; True when the session may go on."""
-        handler = self.handler
-        return await session.open(handler.request, handler.open_extra_args,
-                                  handler.open_extra_kwargs)
+        return await session.open(self.request, self.open_extra_args,
+                                  self.open_extra_kwargs or {"extra": None})
 
-    def find_session(self, session_id):
-        """The session named in the URL, or None after answering 4xx."""
+    def find_session(self, session_id: str) -> Optional[sessions.Session]:
+        """The session named in the URL; None when the shutdown just closed it.
+
+        Raises TransportError 400 for a malformed id and 401 for an unknown,
+        expired or foreign session.
+        """
         if not _SESSION_ID.match(session_id):
-            self.fail(400, "malformed session id")
-            return None
+            raise TransportError(400, "malformed session id")
         session = self.router.sessions().get(session_id)
         if session is None:
             if self.router.shutting_down:
                 self.answer_during_shutdown()
-            else:
-                self.fail(401, "unknown or expired session")
-            return None
+                return None
+            raise TransportError(401, "unknown or expired session")
         if session.transport != self.name:
-            self.fail(401, "session belongs to transport %s" % session.transport)
-            return None
+            raise TransportError(401, "session belongs to transport %s" % session.transport)
         return session
 
-    def receive_or_refuse(self, session, payload):
+    def answer_during_shutdown(self) -> None:
+        """A request for a session the shutdown just closed, on a kept-alive connection.
+
+        Answered as if all were well, with ``Connection: close``: the client's
+        next request then meets the closed listener, which it reports as the
+        server going away, instead of an error status for its own session.
+        """
+        self.set_header("Connection", "close")  # type: ignore[attr-defined]
+        if self.request.method == "GET" and self.once:
+            self.write_payload("")
+        else:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")  # type: ignore[attr-defined]
+            self.finish("ok")  # type: ignore[attr-defined]
+
+    def write_payload(self, payload: str) -> None:
+        raise NotImplementedError
+
+    def receive_or_refuse(self, session: sessions.Session,
+                          payload: str) -> "Optional[Future[None]]":
         """Hand a socket payload to the session; a malformed one closes it.
 
         Returns what to await before reading on (see :meth:`Session.receive`).
@@ -96,34 +222,38 @@ class Transport:
             self.refuse(session, exc.reason)
             return None
 
-    def refuse(self, session, reason):
+    def refuse(self, session: sessions.Session, reason: str) -> None:
         """Close a session over bad input, with the one log line that says why."""
         log.warning("session %s (%s): closing on bad input: %s",
                     sessions.short_id(session.id), self.name, reason)
         session.close(sessions.REASON_BAD_INPUT)
 
-    def answer_during_shutdown(self):
-        """A request for a session the shutdown just closed, on a kept-alive connection.
-
-        Answered as if all were well, with ``Connection: close``: the client's
-        next request then meets the closed listener, which it reports as the
-        server going away, instead of an error status for its own session.
-        """
-        handler = self.handler
-        handler.set_header("Connection", "close")
-        if handler.request.method == "GET" and self.once:
-            self.write_payload("")
-        else:
-            handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-            handler.finish("ok")
-
-    def overflowed(self, stream):
-        """The client stopped reading: drop its connection, end the session, one log line."""
+    # -- bounded writes -------------------------------------------------------------
+    def room_for(self, size: int) -> bool:
+        """False (and the session closed, one log line) when a client that stops
+        reading would make us buffer more than ``max_queue_bytes``."""
+        limit = self.socket_settings["max_queue_bytes"]
+        if not limit or self.unsent_bytes + size <= limit:
+            return True
+        session = self.session
         log.warning("session %s (%s): client not reading, over %d bytes unsent; closing",
-                    sessions.short_id(self.session.id), self.name, self.settings["max_queue_bytes"])
-        stream.close()
-        self.session.close(sessions.REASON_OVERFLOW)
+                    sessions.short_id(session.id) if session else "-", self.name, limit)
+        self.drop_client()
+        if session is not None:
+            session.close(sessions.REASON_OVERFLOW)
+        return False
 
-    def fail(self, status, reason):
-        """Answer an HTTP error with a short body; the access log line carries the reason."""
-        self.handler.fail(status, reason)
+    def track_write(self, future: "Future[Any]", size: int) -> None:
+        """Count ``size`` bytes as unsent until ``future`` (the flush) resolves."""
+        self.unsent_bytes += size
+
+        def flushed(done: "Future[Any]") -> None:
+            self.unsent_bytes -= size
+            retrieve_write_error(done)
+
+        future.add_done_callback(flushed)
+
+    def drop_client(self) -> None:
+        """Close the client's connection at once (it stopped reading)."""
+        self.request.connection.close()
+

@@ -184,7 +184,7 @@ class SocketConnection:
     # -- facts ---------------------------------------------------------------
     @property
     def is_closed(self):
-        """True once the session has ended (``on_close`` ran or is running)."""
+        """True once the session has ended."""
         return self.session.is_closed
 
     @property

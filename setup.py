@@ -20,6 +20,8 @@ setup(
             "redis",
             "simplejson",
             "docutils",
+            # scripts/docs and tests/test_docs.py; 7.4 brought the confval directive.
+            "sphinx>=7.4",
         ],
     },
 )

@@ -16,11 +16,22 @@ class ConnectionInfo:
 
     Polling transports see many requests per session; authentication needs the
     first one, so its remote address, headers, cookies and query arguments are
-    copied here whatever the transport.
+    copied here whatever the transport. TornadIO makes it; applications read it
+    as :attr:`SocketConnection.info`.
+
+    :param request: the ``tornado.httputil.HTTPServerRequest`` that opened the session
+    :param transport: the transport name, e.g. ``'xhr-polling'``
     """
 
-    __slots__ = ("remote_ip", "headers", "path", "host", "protocol", "transport",
-                 "_query_arguments", "_cookies", "_arguments")
+    __slots__ = {
+        "remote_ip": "The client's address (the proxy's, unless ``xheaders=True``).",
+        "headers": "The request's ``HTTPHeaders``; read it, do not change it.",
+        "path": "The request path, e.g. ``/socket.io/websocket``.",
+        "host": "The ``Host`` header's value.",
+        "protocol": "``'http'`` or ``'https'``.",
+        "transport": "The transport name.",
+        "_query_arguments": None, "_cookies": None, "_arguments": None,
+    }
 
     def __init__(self, request, transport):
         self.remote_ip = request.remote_ip
@@ -51,11 +62,15 @@ class ConnectionInfo:
         return self._arguments
 
     def get_argument(self, name, default=None):
-        """The last value of a query argument, as Tornado's ``get_argument`` does."""
+        """The last value of the query argument ``name``, as Tornado's ``get_argument`` does.
+
+        :returns: that value (a str), or ``default`` when the argument is absent
+        """
         values = self.arguments.get(name)
         return values[-1] if values else default
 
     def get_cookie(self, name, default=None):
+        """The value of the cookie ``name``, or ``default`` when there is none."""
         return self.cookies.get(name, default)
 
     def __repr__(self):
@@ -81,6 +96,9 @@ class SocketConnection:
     Override :meth:`on_message` (required), and :meth:`on_open` and
     :meth:`on_close` as needed. Messages of one client reach ``on_message`` in
     order; when it is a coroutine the next message waits for it.
+
+    :param session: the session this object speaks for; TornadIO creates one
+        connection per session, applications never instantiate it.
     """
 
     def __init__(self, session):
@@ -96,7 +114,11 @@ class SocketConnection:
         """
 
     def on_message(self, message):
-        """A message from the client: a ``str``, or the decoded JSON value."""
+        """A message from the client: a ``str``, or the decoded JSON value.
+
+        Heartbeats never arrive here. May be a coroutine; the return value is
+        ignored and an exception is logged (the session goes on).
+        """
         raise NotImplementedError("SocketConnection subclasses must define on_message")
 
     def on_close(self):
@@ -106,9 +128,12 @@ class SocketConnection:
     def send(self, message):
         """Send a str as is, a list item by item, anything else as JSON.
 
-        Raises :class:`tornadio.proto.EncodeError` for values that would break
-        the client (NaN, sets, lone surrogates...). On a closed connection this
-        is a logged no-op.
+        On a closed connection this is a logged no-op.
+
+        :param message: a ``str``, a ``list`` or any JSON-able value
+            (:ref:`protocol-1.6`)
+        :raises tornadio.EncodeError: for values that would break the client
+            (NaN, sets, lone surrogates, text starting with ``~h~``...)
         """
         if not self.session.accepts_sends:
             log.debug("send() on a closed connection ignored")
@@ -125,22 +150,39 @@ class SocketConnection:
         return self.session.container.router.broadcaster()
 
     def join(self, group):
-        """Enter the broadcast group ``group`` (a str); left automatically on close."""
+        """Enter the broadcast group ``group`` (a str); left automatically on close.
+
+        :returns: False when the connection is closed or already in the group
+        :raises TypeError: ``group`` is not a non-empty str
+        """
         return self.broadcaster().join(self, group)
 
     def leave(self, group):
-        """Leave the broadcast group ``group``; False if not in it."""
+        """Leave the broadcast group ``group``.
+
+        :returns: False when the connection was not in it
+        :raises TypeError: ``group`` is not a non-empty str
+        """
         return self.broadcaster().leave(self, group)
 
     def broadcast(self, message, include_self=False):
         """Send ``message`` to every client of the router (in every process).
 
-        Returns a :class:`tornadio.broadcast.Delivery`.
+        :param message: as for :meth:`send`; encoded once for everyone
+        :param include_self: also send it to this connection's own client
+        :returns: a :class:`tornadio.broadcast.Delivery`
+        :raises tornadio.EncodeError: before anyone gets anything, as :meth:`send`
         """
         return self.broadcaster().send_all(message, exclude=() if include_self else (self,))
 
     def broadcast_to(self, group, message, include_self=False):
-        """Send ``message`` to the members of ``group`` (in every process)."""
+        """Send ``message`` to the members of ``group`` (in every process).
+
+        Parameters and errors as for :meth:`broadcast`; a ``group`` that is not
+        a non-empty str raises :exc:`TypeError`.
+
+        :returns: a :class:`tornadio.broadcast.Delivery`
+        """
         return self.broadcaster().send_group(group, message,
                                            exclude=() if include_self else (self,))
 
@@ -157,6 +199,7 @@ class SocketConnection:
 
     @property
     def session_id(self):
+        """The session id: 32 hex characters, the polling client's credential (do not log it)."""
         return self.session.id
 
     @property

@@ -37,7 +37,10 @@ def _entry_matches(entry, scheme, host, port):
 
 
 def origin_of(url):
-    """``scheme://host[:port]`` of a URL such as a Referer, or None."""
+    """The origin of ``url`` (a str such as a Referer header).
+
+    :returns: ``scheme://host[:port]``, or None when ``url`` has no scheme or host
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -48,7 +51,12 @@ def origin_of(url):
 
 
 def origin_allowed(policy, origin):
-    """Whether a browser page at ``origin`` may talk to this server."""
+    """Whether a browser page at ``origin`` may talk to this server.
+
+    :param policy: an ``allowed_origins`` value: None, a list, or a callable
+    :param origin: the ``Origin`` header's value (None or ``"null"`` when absent)
+    :returns: bool; a callable policy's own exceptions propagate
+    """
     if policy is None:
         return True
     if callable(policy):
@@ -62,7 +70,10 @@ def origin_allowed(policy, origin):
 
 
 def validate_policy(policy):
-    """Raise ValueError at set-up time for a policy that could never work."""
+    """Check an ``allowed_origins`` value at set-up time.
+
+    :raises ValueError: ``policy`` is neither None, a callable, nor a list of str
+    """
     if policy is None or callable(policy):
         return
     if isinstance(policy, str) or not all(isinstance(entry, str) for entry in policy):

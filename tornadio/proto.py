@@ -22,14 +22,20 @@ FRAME_MARK = "~m~"
 JSON_MARK = "~j~"
 HEARTBEAT_MARK = "~h~"
 
+#: :attr:`Frame.kind` of a plain text message (``data`` is the str).
 TEXT = "text"
+#: :attr:`Frame.kind` of a ``~j~`` message (``data`` is the decoded value).
 JSON = "json"
+#: :attr:`Frame.kind` of a ``~h~`` heartbeat (``data`` is its number, a str).
 HEARTBEAT = "heartbeat"
 
 #: LEN with more digits than this is refused before it is parsed.
 MAX_LEN_DIGITS = 10
 
 Frame = namedtuple("Frame", "kind data")
+Frame.__doc__ = "One decoded message: ``kind`` is TEXT, JSON or HEARTBEAT; ``data`` its content."
+Frame.kind.__doc__ = "TEXT, JSON or HEARTBEAT."
+Frame.data.__doc__ = "The str, the decoded JSON value, or the heartbeat number (a str)."
 
 _ENCODER_OPTIONS = dict(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 if json.__name__ == "simplejson":
@@ -68,7 +74,11 @@ class EncodeError(ProtocolError):
 
 
 def utf16_len(text):
-    """Length of ``text`` as JavaScript counts it; lone surrogates refused."""
+    """Length of ``text`` as JavaScript counts it: UTF-16 code units.
+
+    :returns: an int; 2 for each character beyond U+FFFF
+    :raises EncodeError: ``text`` holds a lone surrogate
+    """
     if text.isascii():
         return len(text)
     try:
@@ -78,12 +88,15 @@ def utf16_len(text):
 
 
 def frame(text):
-    """One raw frame around ``text`` (no checks on its content)."""
+    """One raw frame ``~m~LEN~m~text`` (no checks on its content).
+
+    :raises EncodeError: ``text`` holds a lone surrogate
+    """
     return "~m~%d~m~%s" % (utf16_len(text), text)
 
 
 def heartbeat(number):
-    """The heartbeat frame the client echoes back verbatim."""
+    """The heartbeat frame number ``number`` (an int), which the client echoes back verbatim."""
     return frame("~h~%d" % number)
 
 
@@ -102,6 +115,11 @@ def encode(value):
 
     ``str`` goes as is; a list (or nested lists) becomes one frame per item;
     anything else, ``None`` included, is sent as ``~j~`` JSON.
+
+    :returns: the payload, a str (empty for an empty list)
+    :raises EncodeError: the value cannot be sent without breaking the client:
+        NaN or infinities, non-JSON types, a circular list, lone surrogates, a
+        str starting with ``~h~``, or with ``~j~`` not followed by JSON
     """
     global _last_text
     if isinstance(value, str):
@@ -209,9 +227,12 @@ def _split(data, width, max_length, as_text):
 def decode(payload, max_length=None):
     """All frames of a payload, in order, as ``Frame(kind, data)``.
 
-    The empty payload holds no frames. Anything malformed raises
-    :class:`DecodeError` and nothing of the payload is returned. ``max_length``
-    bounds each declared LEN, in UTF-16 units.
+    The empty payload holds no frames.
+
+    :param payload: the str a client sent
+    :param max_length: bound of each declared LEN, in UTF-16 units (None: none)
+    :returns: a list of :class:`Frame`
+    :raises DecodeError: anything is malformed; nothing of the payload is returned
     """
     if payload.isascii():
         single = _ONE_FRAME.match(payload)

@@ -71,17 +71,21 @@ def _glob_escape(text):
 class RedisBroadcastBackend(BroadcastBackend):
     """Cross-process broadcasts over Redis pub/sub (see the module docstring).
 
-    ``url``             a redis-py URL (``redis://[:password@]host:port/db``,
-                        ``rediss://`` for TLS, ``unix://``)
-    ``channel_prefix``  Redis channels used are ``<prefix>:<router channel>``
-    ``min_backoff``, ``max_backoff``
-                        reconnection delays in seconds: doubling from min to max
-    ``connect_timeout`` seconds for each connection attempt
-    ``health_check_interval``
-                        seconds between PINGs on an idle subscription, so that a
-                        dead peer is noticed without traffic (0: off)
-    ``max_batch``       most messages sent in one pipeline round trip
-    ``redis_options``   more keyword arguments for ``redis.asyncio.Redis``
+    :param url: a redis-py URL (``redis://[:password@]host:port/db``,
+        ``rediss://`` for TLS, ``unix://``)
+    :param channel_prefix: the Redis channels used are
+        ``<prefix>:<router channel>``
+    :param min_backoff: first reconnection delay in seconds, doubled after
+        each failed attempt ...
+    :param max_backoff: ... up to this many seconds
+    :param connect_timeout: seconds for each connection attempt
+    :param health_check_interval: seconds between PINGs on an idle
+        subscription, so that a dead peer is noticed without traffic (0: off)
+    :param max_batch: most messages sent in one pipeline round trip
+    :param redis_options: more keyword arguments for ``redis.asyncio.Redis``
+    :raises ImportError: redis-py is not installed
+    :raises ValueError: an empty ``channel_prefix``, or backoffs not
+        ``0 < min_backoff <= max_backoff``
 
     One backend may serve several routers (one channel each). Create it
     anywhere, even before ``fork_processes()``: the process id and the Redis
@@ -130,15 +134,28 @@ class RedisBroadcastBackend(BroadcastBackend):
 
     # -- BroadcastBackend ---------------------------------------------------------
     def attach(self, channel, receiver):
+        """Deliver what other processes publish on ``channel`` to ``receiver(group, frames, exclude)``.
+
+        Starts the connection task when called inside the IOLoop.
+        """
         self._receivers[self._full(channel)] = receiver
         self._ensure_running()
 
     def detach(self, channel, receiver):
+        """Stop delivering ``channel`` to ``receiver`` (a no-op if it was not attached)."""
         full = self._full(channel)
         if self._receivers.get(full) == receiver:
             del self._receivers[full]
 
     def publish(self, channel, group, frames, exclude):
+        """Queue encoded ``frames`` for the processes listening on ``channel``.
+
+        :param group: the group name, or None for every session
+        :param exclude: session ids that must not receive it
+        :returns: an ``asyncio.Future`` resolving to the number of receiving
+            processes, or to False at once while Redis is unreachable; it
+            never raises. Must be called inside the IOLoop.
+        """
         self._ensure_running()
         future = asyncio.get_running_loop().create_future()
         if not self.connected:
@@ -152,6 +169,10 @@ class RedisBroadcastBackend(BroadcastBackend):
         return future
 
     async def ready(self, timeout=5.0):
+        """Wait at most ``timeout`` seconds for the subscription to be confirmed.
+
+        :returns: True when connected and listening, False after the timeout
+        """
         self._ensure_running()
         if self.connected:
             return True
@@ -162,6 +183,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         return self.connected
 
     def stats(self):
+        """Connection state and counters (the URL without its password), JSON-able."""
         return {
             "url": _redact(self.url),
             "process_id": self.process_id,

@@ -366,8 +366,9 @@ class Broadcaster:
         self.broadcasts += 1
         if self.backend is None or not frames:
             return Delivery(local)
-        for sibling in self.hub.siblings(self):
-            local += sibling.deliver_local(group, frames, excluded)
+        if self.hub is not None:  # None once closed: still publishes, no longer listens
+            for sibling in self.hub.siblings(self):
+                local += sibling.deliver_local(group, frames, excluded)
         future = self.backend.publish(self.channel, group, frames, sorted(excluded))
         return Delivery(local, future)
 

@@ -127,10 +127,11 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             return
         session = self.find_session(session_id)
         if session is not None:
+            session.confirm()
             await self.resume(session)
 
     async def open_new(self) -> None:
-        session = self.session = self.create_session()
+        session = self.session = self.create_session(confirmed=not self.once)
         session.keeps_leftovers = self.once
         if self.once:
             # Collected even if on_open never returns and the client gives up.
@@ -164,6 +165,7 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             return
         if session.is_closed:
             raise TransportError(401, "session closed")
+        session.confirm()
         if self.normalise_crlf:
             payload = payload.replace("\r\n", "\n")
         try:

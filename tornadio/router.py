@@ -70,8 +70,16 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
     "max_message_length": 1 << 20,
     # Outgoing bytes a session may queue for a client that is not reading.
     "max_queue_bytes": 16 << 20,
-    # Live sessions per router; new ones get 503 beyond. 0 is unlimited.
+    # Live sessions per router; new ones get 503 beyond. 0 is unlimited. A
+    # session counts once its handshake is complete (a long poll: once its
+    # client came back after the first answer); as many may be mid-handshake.
     "max_sessions": 100000,
+    # Live sessions per client address (request.remote_ip, so X-Real-IP /
+    # X-Forwarded-For with xheaders=True); 503 beyond. 0 is unlimited.
+    "max_sessions_per_address": 0,
+    # A long-poll session whose client does not come back this long after its
+    # first answer expires (a real client polls again at once).
+    "handshake_timeout": 5,
     # Path of socket.io.js to serve at /<resource>/socket.io.js (None: not served).
     "client_js": None,
     # Cross-process broadcasts (tornadio.broadcast): None keeps them in this
@@ -84,9 +92,9 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
 }
 
 _SECONDS = ("session_check_interval", "session_expiry", "heartbeat_interval",
-            "xhr_polling_timeout")
+            "xhr_polling_timeout", "handshake_timeout")
 _SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
-          "max_queue_bytes", "max_sessions")
+          "max_queue_bytes", "max_sessions", "max_sessions_per_address")
 
 
 def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -112,7 +120,8 @@ def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
             raise ValueError("setting %s must be a number of seconds >= 0, not %r" % (name, value))
-    for name in ("session_check_interval", "session_expiry", "xhr_polling_timeout"):
+    for name in ("session_check_interval", "session_expiry", "xhr_polling_timeout",
+                 "handshake_timeout"):
         if merged[name] <= 0:
             raise ValueError("setting %s must be > 0" % name)
     for name in _SIZES:

@@ -77,7 +77,8 @@ class Session:
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
                  "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
-                 "connection", "heap_index", "_running", "__weakref__")
+                 "connection", "heap_index", "_running", "confirmed", "address",
+                 "__weakref__")
 
     def __init__(self, container: "SessionContainer",
                  connection_factory: Callable[["Session"], "SocketConnection"],
@@ -111,6 +112,12 @@ class Session:
         #: Polling transports set this: frames queued when the session closes
         #: between two polls are kept for the next poll instead of dropped.
         self.keeps_leftovers = False
+        #: False for a long-poll session until its client came back after the
+        #: first answer: until then it holds no max_sessions slot and expires
+        #: after the short ``handshake_timeout``.
+        self.confirmed = True
+        #: The client address (``request.remote_ip``, honouring xheaders).
+        self.address = getattr(info, "remote_ip", None)
         self.connection = connection_factory(self)
 
     # ------------------------------------------------------------------ state
@@ -270,7 +277,7 @@ class Session:
         self._queued_size = 0
         if sink.once:
             self._sink = None
-            self.touch_expiry(self.settings["session_expiry"])
+            self.touch_expiry(self.idle_expiry)
         sink.write_payload(payload)
 
     def attach(self, sink):
@@ -292,7 +299,19 @@ class Session:
         if self._sink is sink:
             self._sink = None
             if sink.once:
-                self.touch_expiry(self.settings["session_expiry"])
+                self.touch_expiry(self.idle_expiry)
+
+    @property
+    def idle_expiry(self) -> float:
+        """Seconds a polling session may go without a poll before it expires."""
+        expiry: float = self.settings["session_expiry"]
+        return expiry if self.confirmed else min(expiry, self.settings["handshake_timeout"])
+
+    def confirm(self) -> None:
+        """The client came back after its first answer: the handshake is complete."""
+        if not self.confirmed:
+            self.confirmed = True
+            self.container.confirmed(self)
 
     @property
     def has_sink(self):
@@ -449,6 +468,10 @@ class SessionContainer:
         #: Called with each session as it leaves the container (groups, stats...).
         self.on_remove: List[Callable[["Session"], Any]] = []
         self._to_flush: List["Session"] = []
+        #: Long-poll sessions whose client has not come back after the first answer.
+        self.unconfirmed = 0
+        #: Live sessions per client address (for ``max_sessions_per_address``).
+        self.per_address: Dict[Optional[str], int] = {}
         #: Background tasks (coroutine on_message/on_close), referenced until done.
         self.tasks: "set[asyncio.Future[Any]]" = set()
 
@@ -497,9 +520,22 @@ class SessionContainer:
         """A live session, or a closed one still holding frames for its client."""
         return self.sessions.get(session_id) or self.closing.get(session_id)
 
+    @property
+    def confirmed_count(self) -> int:
+        """Live sessions whose handshake is complete: what ``max_sessions`` bounds."""
+        return len(self.sessions) - self.unconfirmed
+
+    def confirmed(self, session: "Session") -> None:
+        """``session`` completed its handshake (see :meth:`Session.confirm`)."""
+        if session.id in self.sessions:
+            self.unconfirmed -= 1
+
     def add(self, session: "Session") -> None:
         self.sessions[session.id] = session
         self.opened_total += 1
+        if not session.confirmed:
+            self.unconfirmed += 1
+        self.per_address[session.address] = self.per_address.get(session.address, 0) + 1
         if self._timer is None and self._check_interval:
             self._timer = PeriodicCallback(self.expire, self._check_interval * 1000)
             self._timer.start()
@@ -507,6 +543,13 @@ class SessionContainer:
     def remove(self, session: "Session") -> None:
         if self.sessions.pop(session.id, None) is not None:
             self.closed_total += 1
+            if not session.confirmed:
+                self.unconfirmed -= 1
+            left = self.per_address.get(session.address, 1) - 1
+            if left > 0:
+                self.per_address[session.address] = left
+            else:
+                self.per_address.pop(session.address, None)
             for listener in self.on_remove:
                 call_user("session removal listener", listener, session)
         self.clear_deadline(session)

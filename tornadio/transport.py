@@ -149,14 +149,19 @@ class TransportHandlerMixin:
         self.open_extra_kwargs = {"extra": extra}
 
     # -- sessions -----------------------------------------------------------------
-    def create_session(self) -> sessions.Session:
-        """A new session of this router; TransportError 503 when it is full."""
+    def create_session(self, confirmed: bool = True) -> sessions.Session:
+        """A new session of this router; TransportError 503 when it is full.
+
+        :param confirmed: False for a long poll, whose handshake completes only
+            when its client comes back after the first answer.
+        """
         router = self.router
         self.check_capacity()
         container = router.sessions()
         info = router.make_info(self.request, self.name)
         session = sessions.Session(container, router.connection, self.name, info,
                                    router.settings)
+        session.confirmed = confirmed
         if not isinstance(session.connection, SocketConnection):
             log.error("the connection factory of %r returned %r, not a SocketConnection; "
                       "client refused", router, type(session.connection))
@@ -165,10 +170,20 @@ class TransportHandlerMixin:
         return session
 
     def check_capacity(self) -> None:
-        """TransportError 503 when the router already has ``max_sessions`` live sessions."""
-        limit = self.socket_settings["max_sessions"]
-        if limit and len(self.router.sessions()) >= limit:
+        """TransportError 503 when the router is full.
+
+        Full means ``max_sessions`` sessions with a complete handshake, or as
+        many still in their handshake (they expire after ``handshake_timeout``),
+        or ``max_sessions_per_address`` sessions of this client's address.
+        """
+        settings = self.socket_settings
+        container = self.router.sessions()
+        limit = settings["max_sessions"]
+        if limit and (container.confirmed_count >= limit or container.unconfirmed >= limit):
             raise TransportError(503, "session limit of %d reached" % limit)
+        per_address = settings["max_sessions_per_address"]
+        if per_address and container.per_address.get(self.request.remote_ip, 0) >= per_address:
+            raise TransportError(503, "limit of %d sessions per address reached" % per_address)
 
     async def open_session(self, session: sessions.Session) -> bool:
         """Run ``on_open``; True when the session may go on."""

@@ -142,6 +142,8 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
                 return
             if session.close_reason == sessions.REASON_REFUSED:
                 raise TransportError(403, "connection refused by on_open")
+            if session.close_reason == sessions.REASON_CLIENT:
+                return  # nobody is listening for an answer
             raise TransportError(503, "session closed while on_open ran: %s"
                                  % session.close_reason)
         await self.start(session)

@@ -156,7 +156,7 @@ class TransportHandlerMixin:
             when its client comes back after the first answer.
         """
         router = self.router
-        self.check_capacity()
+        self.check_capacity(confirmed)
         container = router.sessions()
         info = router.make_info(self.request, self.name)
         session = sessions.Session(container, router.connection, self.name, info,
@@ -169,17 +169,19 @@ class TransportHandlerMixin:
         container.add(session)
         return session
 
-    def check_capacity(self) -> None:
+    def check_capacity(self, confirmed: bool = True) -> None:
         """TransportError 503 when the router is full.
 
-        Full means ``max_sessions`` sessions with a complete handshake, or as
-        many still in their handshake (they expire after ``handshake_timeout``),
-        or ``max_sessions_per_address`` sessions of this client's address.
+        Full means ``max_sessions`` sessions with a complete handshake; for a
+        new long poll (``confirmed`` False), as many still in their handshake
+        (they expire after ``handshake_timeout``); and, for any, the client's
+        address having ``max_sessions_per_address`` sessions already.
         """
         settings = self.socket_settings
         container = self.router.sessions()
         limit = settings["max_sessions"]
-        if limit and (container.confirmed_count >= limit or container.unconfirmed >= limit):
+        if limit and (container.confirmed_count >= limit
+                      or not confirmed and container.unconfirmed >= limit):
             raise TransportError(503, "session limit of %d reached" % limit)
         per_address = settings["max_sessions_per_address"]
         if per_address and container.per_address.get(self.request.remote_ip, 0) >= per_address:

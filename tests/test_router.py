@@ -15,7 +15,6 @@ class Quiet(tornadio.SocketConnection):
 
 
 @pytest.mark.parametrize("settings, words", [
-    ({"hearbeat_interval": 3}, "unknown TornadIO setting 'hearbeat_interval'"),
     ({"session_expiry": -1}, "session_expiry"),
     ({"session_expiry": 0}, "session_expiry must be > 0"),
     ({"xhr_polling_timeout": "20"}, "xhr_polling_timeout"),

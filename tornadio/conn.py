@@ -1,6 +1,17 @@
-"""The user-facing connection class: subclass it and override the ``on_*`` hooks."""
+"""The user-facing connection class: subclass it and override the ``on_*`` hooks.
+
+Also what keeps 2011 TornadIO applications running unchanged: the constructor
+arguments of that time, connection factories (:class:`ConnectionFactory`), the
+``_protocol`` alias and the heartbeat methods. ``docs/migrating.rst`` lists
+every 2011 name and what it does now.
+"""
+import inspect
 import logging
+import warnings
+import weakref
 from http.cookies import CookieError, SimpleCookie
+
+from tornado.ioloop import IOLoop
 
 log = logging.getLogger("tornadio.conn")
 
@@ -69,16 +80,71 @@ def _parse_cookies(header):
     return cookies
 
 
+
+class _Fact:
+    """A read-only attribute that an instance attribute of the same name shadows.
+
+    2011 connections had plain attributes, and applications assign names such
+    as ``is_closed`` or ``transport`` on their own objects; a ``property`` would
+    make that assignment raise. The library itself reads the session, never these.
+    """
+
+    def __init__(self, getter):
+        self.getter = getter
+        self.__doc__ = getter.__doc__
+
+    def __get__(self, instance, owner=None):
+        return self if instance is None else self.getter(instance)
+
+
+#: Classes already warned about one deprecated name, per name.
+_WARNED = {}
+
+
+def _warn_once(cls, name, advice, stacklevel=3):
+    """One DeprecationWarning per connection class and name, pointing at the caller."""
+    warned = _WARNED.setdefault(name, weakref.WeakSet())
+    if cls in warned:
+        return
+    warned.add(cls)
+    warnings.warn("%s.%s is a 2011 TornadIO name kept for old code; %s"
+                  % (cls.__qualname__, name, advice), DeprecationWarning, stacklevel=stacklevel)
+
+
+def _text(value):
+    # Python 2 code sent byte strings as text; ported code still does (redis-py
+    # replies, file contents). JSON has no bytes, so decoding loses nothing.
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            from tornadio.proto import EncodeError
+            raise EncodeError("bytes that are not UTF-8 cannot be sent as text") from None
+    if isinstance(value, list) and any(isinstance(item, (bytes, bytearray)) for item in value):
+        return [_text(item) for item in value]
+    return value
+
+
 class SocketConnection:
     """One client, seen from the application.
 
     Override :meth:`on_message` (required), and :meth:`on_open` and
     :meth:`on_close` as needed. Messages of one client reach ``on_message`` in
     order; when it is a coroutine the next message waits for it.
+
+    The router builds one per session as ``cls(session)``; a subclass may take
+    and pass on ``*args, **kwargs`` or the 2011 ``(protocol, io_loop,
+    heartbeat_interval)`` (see :class:`ConnectionFactory`).
     """
 
-    def __init__(self, session):
-        self.session = session
+    def __init__(self, session, io_loop=None, heartbeat_interval=None):
+        """``session``: the :class:`tornadio.session.Session` (2011: ``protocol``).
+
+        ``io_loop`` and ``heartbeat_interval`` are what 2011 factories passed
+        on; both are ignored (one current IOLoop; heartbeats follow the
+        router's ``heartbeat_interval`` setting).
+        """
+        self._tornadio_session = session
 
     # -- hooks ---------------------------------------------------------------
     def on_open(self, request, *args, **kwargs):
@@ -94,66 +160,239 @@ class SocketConnection:
         raise NotImplementedError("SocketConnection subclasses must define on_message")
 
     def on_close(self):
-        """The session ended, for whatever reason: once per accepted session."""
+        """The session ended, for whatever reason: once per accepted session.
+
+        While it runs :attr:`is_closed` is still False, as in the 2011 TornadIO
+        (handlers that filter their peers on it still count themselves), and
+        :meth:`send` to this connection is a quiet no-op.
+        """
 
     # -- actions -------------------------------------------------------------
     def send(self, message):
         """Send a str as is, a list item by item, anything else as JSON.
 
-        Raises :class:`tornadio.proto.EncodeError` for values that would break
-        the client (NaN, sets, lone surrogates...). On a closed connection this
-        is a logged no-op.
+        ``bytes`` are sent as UTF-8 text, as Python 2 code expects. Raises
+        :class:`tornadio.proto.EncodeError` for values that would break the
+        client (NaN, sets, lone surrogates...). On a closed connection (also
+        from inside ``on_close``) this is a quiet no-op.
         """
-        if self.session.is_closed:
+        session = self._tornadio_session
+        if session.is_closed:
             log.debug("send() on a closed connection ignored")
             return
-        self.session.send(message)
+        session.send(_text(message))
 
     def close(self):
         """End the session; ``on_close`` runs, the client sees a disconnect."""
-        self.session.close()
+        self._tornadio_session.close()
 
     # -- groups and broadcasts (tornadio.broadcast) ------------------------------
+    # The session, not the connection, goes to the broadcaster: an application
+    # may well keep its own object under the name ``session``.
     def broadcaster(self):
         """The :class:`tornadio.broadcast.Broadcaster` of this connection's router."""
         from tornadio import broadcast
-        return broadcast.of_connection(self)
+        session = self._tornadio_session
+        return broadcast.broadcaster_for(session.container, session.settings, type(self))
 
     def join(self, group):
         """Enter the broadcast group ``group`` (a str); left automatically on close."""
-        return self.broadcaster().join(self, group)
+        return self.broadcaster().join(self._tornadio_session, group)
 
     def leave(self, group):
         """Leave the broadcast group ``group``; False if not in it."""
-        return self.broadcaster().leave(self, group)
+        return self.broadcaster().leave(self._tornadio_session, group)
 
     def broadcast(self, message, include_self=False):
         """Send ``message`` to every client of the router (in every process).
 
         Returns a :class:`tornadio.broadcast.Delivery`.
         """
-        return self.broadcaster().send_all(message, exclude=() if include_self else (self,))
+        return self.broadcaster().send_all(
+            message, exclude=() if include_self else (self._tornadio_session,))
 
     def broadcast_to(self, group, message, include_self=False):
         """Send ``message`` to the members of ``group`` (in every process)."""
-        return self.broadcaster().send_group(group, message,
-                                           exclude=() if include_self else (self,))
+        return self.broadcaster().send_group(
+            group, message, exclude=() if include_self else (self._tornadio_session,))
 
     # -- facts ---------------------------------------------------------------
-    @property
+    @_Fact
+    def session(self):
+        """The :class:`tornadio.session.Session` behind this connection."""
+        return self._tornadio_session
+
+    @_Fact
     def is_closed(self):
-        return self.session.is_closed
+        """True once the session has ended and ``on_close`` has returned."""
+        session = self._tornadio_session
+        return session.is_closed and not session.in_on_close
 
-    @property
+    @_Fact
     def session_id(self):
-        return self.session.id
+        """The session id (32 hex digits): a credential, log only a prefix."""
+        return self._tornadio_session.id
 
-    @property
+    @_Fact
     def transport(self):
         """The transport name the client connected with, e.g. ``'websocket'``."""
-        return self.session.transport
+        return self._tornadio_session.transport
 
-    @property
+    @_Fact
     def info(self):
         """:class:`ConnectionInfo` of the request that opened the session."""
-        return self.session.info
+        return self._tornadio_session.info
+
+    # -- 2011 names ------------------------------------------------------------
+    @_Fact
+    def _protocol(self):
+        """2011: the transport object. Now a :class:`ProtocolAlias` (deprecated)."""
+        _warn_once(type(self), "_protocol", "use self.session_id, self.is_closed, self.info",
+                   stacklevel=4)
+        return ProtocolAlias(self)
+
+    def raw_message(self, message):
+        """2011: hand a raw socket.io payload in as if the client had sent it.
+
+        Deprecated. Raises :class:`tornadio.proto.DecodeError` when malformed.
+        """
+        _warn_once(type(self), "raw_message", "the transports feed the session themselves")
+        self._tornadio_session.receive(message)
+
+    # Heartbeats belong to the session now: one every ``heartbeat_interval``
+    # seconds on persistent transports, and a missing echo closes the session.
+    # Letting a connection stop or delay them would only let dead clients linger.
+    def reset_heartbeat(self, interval=None):
+        """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
+        _warn_once(type(self), "reset_heartbeat", "set heartbeat_interval in the router settings")
+
+    def stop_heartbeat(self):
+        """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
+        _warn_once(type(self), "stop_heartbeat", "set heartbeat_interval in the router settings")
+
+    def delay_heartbeat(self):
+        """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
+        _warn_once(type(self), "delay_heartbeat", "set heartbeat_interval in the router settings")
+
+    def send_heartbeat(self):
+        """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
+        _warn_once(type(self), "send_heartbeat", "set heartbeat_interval in the router settings")
+
+
+class ProtocolAlias:
+    """What 2011 code read through ``self._protocol`` (then the transport handler).
+
+    ``session_id``, ``is_closed``, ``request`` (now the :class:`ConnectionInfo`:
+    ``remote_ip``, ``headers``, ``cookies`` as name → str...), ``send()`` and
+    ``close()``, each answered by the connection.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: SocketConnection):
+        self._connection = connection
+
+    @property
+    def session_id(self) -> str:
+        return self._connection._tornadio_session.id
+
+    @property
+    def is_closed(self) -> bool:
+        return self._connection.is_closed
+
+    @property
+    def request(self) -> ConnectionInfo:
+        return self._connection._tornadio_session.info
+
+    def send(self, message) -> None:
+        self._connection.send(message)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __repr__(self):
+        return "<ProtocolAlias of %r>" % (self._connection,)
+
+
+class _RefusedConnection(SocketConnection):
+    """Stands in for a connection the factory failed to build: the client is refused."""
+
+    def on_open(self, request, *args, **kwargs):
+        return False
+
+    def on_message(self, message):
+        pass
+
+
+def _binds(signature, count):
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
+class ConnectionFactory:
+    """Builds the connection of each new session from what ``get_router`` was given.
+
+    ``build`` is a :class:`SocketConnection` subclass or any callable that
+    returns an instance of one (2011 applications pass factory objects that
+    close over their own state). It is called with the session alone when its
+    signature allows one argument, else with the 2011 three: ``(session,
+    io_loop, heartbeat_interval)``. When it raises, or returns something that
+    is no connection of that session, one error is logged and the client is
+    refused (``on_open`` and ``on_close`` do not run).
+
+    Raises ``TypeError`` at construction for a non-callable, a class that is
+    not a SocketConnection subclass, or a signature that takes neither form.
+    """
+
+    __slots__ = ("build", "heartbeat_interval", "_session_only")
+
+    def __init__(self, build, heartbeat_interval: float = 12):
+        if isinstance(build, type):
+            if not issubclass(build, SocketConnection):
+                raise TypeError("get_router() needs a SocketConnection subclass or a callable "
+                                "returning a SocketConnection, not the class %r" % (build,))
+        elif not callable(build):
+            raise TypeError("get_router() needs a SocketConnection subclass or a callable "
+                            "returning a SocketConnection, not %r" % (build,))
+        self.build = build
+        self.heartbeat_interval = heartbeat_interval
+        try:
+            signature = inspect.signature(build)
+        except (TypeError, ValueError):  # no introspectable signature: the common form
+            self._session_only = True
+        else:
+            self._session_only = _binds(signature, 1)
+            if not self._session_only and not _binds(signature, 3):
+                raise TypeError("connection factory %r must accept (session) or the 2011 "
+                                "(protocol, io_loop, heartbeat_interval)" % (build,))
+
+    @property
+    def name(self) -> str:
+        """The factory's name, for router class names and log lines."""
+        return getattr(self.build, "__qualname__", None) or type(self.build).__qualname__
+
+    def __call__(self, session) -> SocketConnection:
+        try:
+            if self._session_only:
+                connection = self.build(session)
+            else:
+                connection = self.build(session, IOLoop.current(), self.heartbeat_interval)
+        except Exception:
+            log.exception("connection factory %s raised; client refused", self.name)
+            return _RefusedConnection(session)
+        if not isinstance(connection, SocketConnection):
+            log.error("connection factory %s returned %s, not a SocketConnection; client refused",
+                      self.name, type(connection).__qualname__)
+            return _RefusedConnection(session)
+        if getattr(connection, "_tornadio_session", None) is not session:
+            log.error("connection factory %s returned a connection of another session (does "
+                      "its __init__ pass its arguments on to SocketConnection.__init__?); "
+                      "client refused", self.name)
+            return _RefusedConnection(session)
+        return connection
+
+    def __repr__(self):
+        return "ConnectionFactory(%r)" % (self.build,)

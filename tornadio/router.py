@@ -5,6 +5,7 @@ switch handler classes after routing, and WebSocket needs ``WebSocketHandler``.
 The handler only parses the URL and hands the request to a small transport
 object (``persistent.py``, ``polling.py``); the transports do the work.
 """
+import logging
 import numbers
 import re
 
@@ -13,7 +14,9 @@ import tornado.websocket
 
 from tornadio import origins, session as sessions
 from tornadio.client import ClientScript
-from tornadio.conn import ConnectionInfo, SocketConnection
+from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
+
+log = logging.getLogger("tornadio.router")
 
 
 PROTOCOLS = ("websocket", "flashsocket", "htmlfile", "xhr-multipart", "xhr-polling",
@@ -58,6 +61,12 @@ DEFAULT_SETTINGS = {
     "stats_window": 10,
 }
 
+#: Names SocketServer reads from the application settings. The 2011 TornadIO
+#: merged any name into the router settings, and applications pass one dict
+#: to both, so these are accepted silently (and ignored) by get_router.
+APPLICATION_SETTINGS = ("socket_io_port", "socket_io_address", "flash_policy_port",
+                        "flash_policy_file", "flash_policy_server", "flash_policy_inline")
+
 _SECONDS = ("session_check_interval", "session_expiry", "heartbeat_interval",
             "xhr_polling_timeout")
 _SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
@@ -65,13 +74,19 @@ _SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
 
 
 def validate_settings(settings):
-    """Merge over the defaults; unknown names and bad values raise ValueError."""
+    """Merge over the defaults; bad values of known names raise ValueError.
+
+    Unknown names are kept, as the 2011 TornadIO did, with one warning naming
+    them (a typo then shows in the log); SocketServer's own names pass silently.
+    """
     merged = dict(DEFAULT_SETTINGS)
-    for name, value in (settings or {}).items():
-        if name not in DEFAULT_SETTINGS:
-            raise ValueError("unknown TornadIO setting %r (known: %s)"
-                             % (name, ", ".join(sorted(DEFAULT_SETTINGS))))
-        merged[name] = value
+    merged.update(settings or {})
+    unknown = sorted(name for name in merged
+                     if name not in DEFAULT_SETTINGS and name not in APPLICATION_SETTINGS)
+    if unknown:
+        log.warning("settings not known to the router, kept but unused: %s "
+                    "(fine for Tornado application settings; known: %s)",
+                    ", ".join(map(str, unknown)), ", ".join(sorted(DEFAULT_SETTINGS)))
     for name in _SECONDS:
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
@@ -120,7 +135,9 @@ def _transport_table():
 class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     """The handler behind ``Router.route()``; one instance per HTTP request."""
 
+    #: What get_router was given (a class or a factory), and what builds from it.
     connection_class = SocketConnection
+    connection_factory = ConnectionFactory(SocketConnection)
     socket_settings = DEFAULT_SETTINGS
     resource = "socket.io/*"
     pattern = None
@@ -312,24 +329,28 @@ def _extra_pattern(extra_re, extra_sep):
 
 def get_router(connection, settings=None, resource="socket.io/*", io_loop=None,
                extra_re=None, extra_sep=None):
-    """A new router class serving ``connection`` (a SocketConnection subclass).
+    """A new router class serving ``connection``.
 
-    ``resource`` is a regular expression for the URL prefix, as in the 2011
-    TornadIO; ``extra_re`` captures more of the path for ``on_open``.
-    ``io_loop`` is accepted for old code and ignored: Tornado 6 has one
-    current IOLoop.
+    ``connection`` is a SocketConnection subclass or, as in the 2011 TornadIO,
+    any callable returning one (see :class:`tornadio.conn.ConnectionFactory`);
+    anything else raises ``TypeError``. ``resource`` is a regular expression
+    for the URL prefix, as in the 2011 TornadIO; ``extra_re`` captures more of
+    the path for ``on_open``. ``io_loop`` is accepted for old code and
+    ignored: Tornado 6 has one current IOLoop.
     """
-    if not (isinstance(connection, type) and issubclass(connection, SocketConnection)):
-        raise TypeError("get_router() needs a SocketConnection subclass, not %r" % (connection,))
     merged = validate_settings(settings)
+    factory = ConnectionFactory(connection, merged["heartbeat_interval"])
+    if merged["broadcast_channel"] is None and not isinstance(connection, type):
+        merged["broadcast_channel"] = factory.name  # a factory object has no class name
     pattern = r"/(?P<resource>%s)%s/(?P<protocol>[^/]+)(?P<rest>/.*)?" % (
         resource, _extra_pattern(extra_re, extra_sep))
     try:
         re.compile(pattern)
     except re.error as exc:
         raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
-    return type("%sRouter" % connection.__name__, (SocketRouterHandler,), {
+    return type("%sRouter" % factory.name.rpartition(".")[2], (SocketRouterHandler,), {
         "connection_class": connection,
+        "connection_factory": factory,
         "socket_settings": merged,
         "resource": resource,
         "pattern": pattern,

@@ -71,7 +71,7 @@ class Session:
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
                  "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
-                 "connection", "__weakref__")
+                 "in_on_close", "connection", "__weakref__")
 
     def __init__(self, container, connection_class, transport, info, settings):
         self.id = generate_session_id()
@@ -99,6 +99,9 @@ class Session:
         #: Polling transports set this: frames queued when the session closes
         #: between two polls are kept for the next poll instead of dropped.
         self.keeps_leftovers = False
+        #: True while on_close runs: the connection's is_closed then still says
+        #: False, as in the 2011 TornadIO (see SocketConnection.is_closed).
+        self.in_on_close = False
         self.connection = connection_class(self)
 
     # ------------------------------------------------------------------ state
@@ -149,7 +152,11 @@ class Session:
         self.container.remove(self)
         log.info("session %s (%s) closed: %s", short_id(self.id), self.transport, reason)
         if was_open and reason != REASON_REFUSED:
-            call_user("on_close", self.connection.on_close)
+            self.in_on_close = True
+            try:
+                call_user("on_close", self.connection.on_close)
+            finally:
+                self.in_on_close = False
 
     @property
     def has_leftovers(self):

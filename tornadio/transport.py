@@ -49,7 +49,7 @@ class Transport:
             return None
         container = self.router.sessions()
         info = self.router.make_info(self.handler.request, self.name)
-        session = sessions.Session(container, self.router.connection_class, self.name,
+        session = sessions.Session(container, self.router.connection_factory, self.name,
                                    info, self.settings)
         container.add(session)
         return session

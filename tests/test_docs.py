@@ -5,7 +5,7 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.rst", "SECURITY.rst", "docs/SCALING.rst"]
+DOCS = ["README.rst", "SECURITY.rst", "docs/SCALING.rst", "docs/migrating.rst"]
 
 
 @pytest.mark.parametrize("name", DOCS)

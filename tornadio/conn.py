@@ -10,8 +10,16 @@ import logging
 import warnings
 import weakref
 from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
+from tornado.httputil import HTTPServerRequest
 from tornado.ioloop import IOLoop
+
+from tornadio.proto import EncodeError
+
+if TYPE_CHECKING:  # annotations only: broadcast is imported on first use
+    from tornadio.broadcast import Broadcaster, Delivery
+    from tornadio.session import Session
 
 log = logging.getLogger("tornadio.conn")
 
@@ -118,7 +126,6 @@ def _text(value):
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            from tornadio.proto import EncodeError
             raise EncodeError("bytes that are not UTF-8 cannot be sent as text") from None
     if isinstance(value, list) and any(isinstance(item, (bytes, bytearray)) for item in value):
         return [_text(item) for item in value]
@@ -137,7 +144,8 @@ class SocketConnection:
     heartbeat_interval)`` (see :class:`ConnectionFactory`).
     """
 
-    def __init__(self, session, io_loop=None, heartbeat_interval=None):
+    def __init__(self, session: "Session", io_loop: Optional[IOLoop] = None,
+                 heartbeat_interval: Optional[float] = None) -> None:
         """``session``: the :class:`tornadio.session.Session` (2011: ``protocol``).
 
         ``io_loop`` and ``heartbeat_interval`` are what 2011 factories passed
@@ -147,7 +155,8 @@ class SocketConnection:
         self._tornadio_session = session
 
     # -- hooks ---------------------------------------------------------------
-    def on_open(self, request, *args, **kwargs):
+    def on_open(self, request: HTTPServerRequest, *args: str,
+                **kwargs: str) -> Union[None, bool, Awaitable[Optional[bool]]]:
         """The session was created by ``request``; return False to refuse it.
 
         ``args``/``kwargs`` are the route's extra captures (``kwargs['extra']``).
@@ -155,11 +164,11 @@ class SocketConnection:
         A refused client gets no ``on_close``. May be a coroutine.
         """
 
-    def on_message(self, message):
+    def on_message(self, message: Any) -> Optional[Awaitable[None]]:
         """A message from the client: a ``str``, or the decoded JSON value."""
         raise NotImplementedError("SocketConnection subclasses must define on_message")
 
-    def on_close(self):
+    def on_close(self) -> None:
         """The session ended, for whatever reason: once per accepted session.
 
         While it runs :attr:`is_closed` is still False, as in the 2011 TornadIO
@@ -168,7 +177,7 @@ class SocketConnection:
         """
 
     # -- actions -------------------------------------------------------------
-    def send(self, message):
+    def send(self, message: Any) -> None:
         """Send a str as is, a list item by item, anything else as JSON.
 
         ``bytes`` are sent as UTF-8 text, as Python 2 code expects. Raises
@@ -182,76 +191,76 @@ class SocketConnection:
             return
         session.send(_text(message))
 
-    def close(self):
+    def close(self) -> None:
         """End the session; ``on_close`` runs, the client sees a disconnect."""
         self._tornadio_session.close()
 
     # -- groups and broadcasts (tornadio.broadcast) ------------------------------
     # The session, not the connection, goes to the broadcaster: an application
     # may well keep its own object under the name ``session``.
-    def broadcaster(self):
+    def broadcaster(self) -> "Broadcaster":
         """The :class:`tornadio.broadcast.Broadcaster` of this connection's router."""
         from tornadio import broadcast
         session = self._tornadio_session
         return broadcast.broadcaster_for(session.container, session.settings, type(self))
 
-    def join(self, group):
+    def join(self, group: str) -> bool:
         """Enter the broadcast group ``group`` (a str); left automatically on close."""
         return self.broadcaster().join(self._tornadio_session, group)
 
-    def leave(self, group):
+    def leave(self, group: str) -> bool:
         """Leave the broadcast group ``group``; False if not in it."""
         return self.broadcaster().leave(self._tornadio_session, group)
 
-    def broadcast(self, message, include_self=False):
+    def broadcast(self, message: Any, include_self: bool = False) -> "Delivery":
         """Send ``message`` to every client of the router (in every process).
 
         Returns a :class:`tornadio.broadcast.Delivery`.
         """
         return self.broadcaster().send_all(
-            message, exclude=() if include_self else (self._tornadio_session,))
+            _text(message), exclude=() if include_self else (self._tornadio_session,))
 
-    def broadcast_to(self, group, message, include_self=False):
+    def broadcast_to(self, group: str, message: Any, include_self: bool = False) -> "Delivery":
         """Send ``message`` to the members of ``group`` (in every process)."""
         return self.broadcaster().send_group(
-            group, message, exclude=() if include_self else (self._tornadio_session,))
+            group, _text(message), exclude=() if include_self else (self._tornadio_session,))
 
     # -- facts ---------------------------------------------------------------
     @_Fact
-    def session(self):
+    def session(self) -> "Session":
         """The :class:`tornadio.session.Session` behind this connection."""
         return self._tornadio_session
 
     @_Fact
-    def is_closed(self):
+    def is_closed(self) -> bool:
         """True once the session has ended and ``on_close`` has returned."""
         session = self._tornadio_session
         return session.is_closed and not session.in_on_close
 
     @_Fact
-    def session_id(self):
+    def session_id(self) -> str:
         """The session id (32 hex digits): a credential, log only a prefix."""
         return self._tornadio_session.id
 
     @_Fact
-    def transport(self):
+    def transport(self) -> str:
         """The transport name the client connected with, e.g. ``'websocket'``."""
         return self._tornadio_session.transport
 
     @_Fact
-    def info(self):
+    def info(self) -> ConnectionInfo:
         """:class:`ConnectionInfo` of the request that opened the session."""
         return self._tornadio_session.info
 
     # -- 2011 names ------------------------------------------------------------
     @_Fact
-    def _protocol(self):
+    def _protocol(self) -> "ProtocolAlias":
         """2011: the transport object. Now a :class:`ProtocolAlias` (deprecated)."""
         _warn_once(type(self), "_protocol", "use self.session_id, self.is_closed, self.info",
                    stacklevel=4)
         return ProtocolAlias(self)
 
-    def raw_message(self, message):
+    def raw_message(self, message: str) -> None:
         """2011: hand a raw socket.io payload in as if the client had sent it.
 
         Deprecated. Raises :class:`tornadio.proto.DecodeError` when malformed.
@@ -262,19 +271,19 @@ class SocketConnection:
     # Heartbeats belong to the session now: one every ``heartbeat_interval``
     # seconds on persistent transports, and a missing echo closes the session.
     # Letting a connection stop or delay them would only let dead clients linger.
-    def reset_heartbeat(self, interval=None):
+    def reset_heartbeat(self, interval: Optional[float] = None) -> None:
         """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
         _warn_once(type(self), "reset_heartbeat", "set heartbeat_interval in the router settings")
 
-    def stop_heartbeat(self):
+    def stop_heartbeat(self) -> None:
         """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
         _warn_once(type(self), "stop_heartbeat", "set heartbeat_interval in the router settings")
 
-    def delay_heartbeat(self):
+    def delay_heartbeat(self) -> None:
         """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
         _warn_once(type(self), "delay_heartbeat", "set heartbeat_interval in the router settings")
 
-    def send_heartbeat(self):
+    def send_heartbeat(self) -> None:
         """2011 heartbeat control; deprecated, does nothing (see the router setting)."""
         _warn_once(type(self), "send_heartbeat", "set heartbeat_interval in the router settings")
 
@@ -304,7 +313,7 @@ class ProtocolAlias:
     def request(self) -> ConnectionInfo:
         return self._connection._tornadio_session.info
 
-    def send(self, message) -> None:
+    def send(self, message: Any) -> None:
         self._connection.send(message)
 
     def close(self) -> None:
@@ -349,7 +358,7 @@ class ConnectionFactory:
 
     __slots__ = ("build", "heartbeat_interval", "_session_only")
 
-    def __init__(self, build, heartbeat_interval: float = 12):
+    def __init__(self, build: Callable[..., SocketConnection], heartbeat_interval: float = 12):
         if isinstance(build, type):
             if not issubclass(build, SocketConnection):
                 raise TypeError("get_router() needs a SocketConnection subclass or a callable "
@@ -374,7 +383,7 @@ class ConnectionFactory:
         """The factory's name, for router class names and log lines."""
         return getattr(self.build, "__qualname__", None) or type(self.build).__qualname__
 
-    def __call__(self, session) -> SocketConnection:
+    def __call__(self, session: "Session") -> SocketConnection:
         try:
             if self._session_only:
                 connection = self.build(session)

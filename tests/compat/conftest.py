@@ -82,20 +82,17 @@ def serve_2011():
 def tabs(page, browser):
     from support.browser import BrowserClient
 
-    extra = []
+    handed = []  # the fixture's page, then pages of fresh contexts
 
     def open_tab(port):
-        if not extra and not getattr(open_tab, "used_page", False):
-            open_tab.used_page = True
-            return BrowserClient(page, port, page.console_log)
-        other = browser.new_page()
-        extra.append(other)
-        return BrowserClient(other, port, other.console_log)
+        tab = browser.new_page() if handed else page
+        handed.append(tab)
+        return BrowserClient(tab, port, tab.console_log)
 
     try:
         yield open_tab
     finally:
-        for other in extra:
+        for other in handed[1:]:
             try:
                 other.close_context()
             except Exception:  # already closed by the test

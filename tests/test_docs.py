@@ -19,7 +19,7 @@ from support.wire import WAIT, fetch, read_ws, run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS_DIR = os.path.join(ROOT, "docs")
 #: Documents read outside Sphinx too (on a repository host): plain docutils must accept them.
-DOCS = ["README.rst", "SECURITY.rst", "docs/SCALING.rst"]
+DOCS = ["README.rst", "SECURITY.rst", "docs/SCALING.rst", "docs/migrating.rst"]
 #: Bound on the Sphinx build (it takes a few seconds).
 BUILD_TIMEOUT = 120
 

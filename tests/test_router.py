@@ -28,13 +28,6 @@ def test_bad_settings_fail_at_get_router(settings, words):
         tornadio.get_router(Quiet, settings)
 
 
-def test_unknown_settings_are_kept_with_one_warning_naming_them():
-    with pytest.warns(UserWarning, match="'hearbeat_interval'") as caught:
-        router = tornadio.get_router(Quiet, {"hearbeat_interval": 3, "socket_io_port": 8001})
-    assert len(caught) == 1 and "socket_io_port" not in str(caught[0].message)
-    assert router.settings["heartbeat_interval"] == 12
-
-
 def test_defaults_are_the_documented_ones():
     router = tornadio.get_router(Quiet)
     settings = router.socket_settings

@@ -25,8 +25,7 @@ from tornadio.session import call_user
 
 log = logging.getLogger("tornadio.broadcast")
 
-__all__ = ["Broadcaster", "BroadcastBackend", "Delivery", "default_channel",
-           "validate_backend"]
+__all__ = ["Broadcaster", "BroadcastBackend", "ChannelHub", "Delivery", "validate_backend"]
 
 
 class Delivery:
@@ -158,13 +157,6 @@ def validate_channel(channel):
     if channel is not None and not (isinstance(channel, str) and channel):
         raise ValueError("setting broadcast_channel must be None or a non-empty string, not %r"
                          % (channel,))
-
-
-def default_channel(connection: Any) -> str:
-    """The channel of a router whose setting ``broadcast_channel`` is None:
-    the connection class's qualified name (a factory's class name)."""
-    name = getattr(connection, "__qualname__", None)
-    return name if isinstance(name, str) else type(connection).__qualname__
 
 
 def _session_of(target):

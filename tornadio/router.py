@@ -7,9 +7,9 @@ Tornado itself hands each request to its transport's own handler class with
 the router as the handler's argument: HTTP transports run on plain
 ``RequestHandler`` classes, websocket on ``WebSocketHandler``.
 """
+import logging
 import numbers
 import re
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import tornado.web
@@ -17,8 +17,10 @@ import tornado.web
 from tornadio import broadcast, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
 from tornadio.client import ClientScript
-from tornadio.conn import ConnectionInfo, SocketConnection
+from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
 from tornadio.transport import TransportError, TransportHandlerMixin
+
+log = logging.getLogger("tornadio.router")
 
 #: The one transport table: name -> handler class. ``enabled_protocols``
 #: validation, URL matching and access-log redaction are derived from it.
@@ -113,9 +115,8 @@ def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
             unknown.append(name)
         merged[name] = value
     if unknown:
-        warnings.warn("unknown TornadIO setting(s) %s ignored (known: %s)"
-                      % (", ".join(repr(name) for name in sorted(unknown)),
-                         ", ".join(sorted(DEFAULT_SETTINGS))), stacklevel=3)
+        log.warning("unknown TornadIO setting(s) %s kept but unused (known: %s)",
+                    ", ".join(sorted(unknown)), ", ".join(sorted(DEFAULT_SETTINGS)))
     for name in _SECONDS:
         value = merged[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
@@ -176,7 +177,7 @@ def _extra_pattern(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
     return (extra_sep or "") + extra_re
 
 
-ConnectionFactory = Callable[[Session], SocketConnection]
+ConnectionMaker = Callable[..., SocketConnection]
 
 
 class Router:
@@ -186,17 +187,17 @@ class Router:
     IOLoop until the first request (or the first ``sessions()`` call).
     """
 
-    def __init__(self, connection: ConnectionFactory, settings: Optional[Dict[str, Any]] = None,
+    def __init__(self, connection: ConnectionMaker, settings: Optional[Dict[str, Any]] = None,
                  resource: str = "socket.io/*", extra_re: Optional[str] = None,
                  extra_sep: Optional[str] = None) -> None:
-        is_class = isinstance(connection, type)
-        if not callable(connection) or is_class and not issubclass(connection, SocketConnection):
-            raise TypeError("get_router() needs a SocketConnection subclass or a callable "
-                            "that makes one, not %r" % (connection,))
-        #: The connection class (or factory) called with each new session.
+        #: The connection class (or factory) as given to ``get_router``.
         self.connection = connection
         #: Every router setting, defaults merged in (:data:`DEFAULT_SETTINGS`).
         self.settings = validate_settings(settings)
+        #: Builds each session's connection (TypeError here for what cannot).
+        self.connection_factory = ConnectionFactory(connection, self.settings["heartbeat_interval"])
+        if self.settings["broadcast_channel"] is None:
+            self.settings["broadcast_channel"] = self.connection_factory.name
         self.resource = resource
         prefix = r"/(?P<resource>%s)%s/" % (resource, _extra_pattern(extra_re, extra_sep))
         #: The URL pattern of :meth:`route`; named groups resource, extra, protocol, rest.
@@ -232,8 +233,7 @@ class Router:
         return rules
 
     def __repr__(self) -> str:
-        name = getattr(self.connection, "__qualname__", type(self.connection).__qualname__)
-        return "<Router %s at /%s>" % (name, self.resource)
+        return "<Router %s at /%s>" % (self.connection_factory.name, self.resource)
 
     # -- what applications use -----------------------------------------------------
     def route(self) -> Tuple[str, Any]:
@@ -257,8 +257,7 @@ class Router:
         """This router's :class:`tornadio.broadcast.Broadcaster`, made on first use."""
         container = self.sessions()  # may make the broadcaster itself (with a backend)
         if self._broadcaster is None:
-            channel = (self.settings["broadcast_channel"]
-                       or broadcast.default_channel(self.connection))
+            channel = self.settings["broadcast_channel"]
             self._broadcaster = broadcast.Broadcaster(container,
                                                       self.settings["broadcast_backend"], channel)
         return self._broadcaster
@@ -326,7 +325,7 @@ class Router:
 
     # -- names of the 2011 TornadIO router class --------------------------------
     @property
-    def _connection(self) -> ConnectionFactory:
+    def _connection(self) -> ConnectionMaker:
         return self.connection
 
     @property
@@ -338,17 +337,18 @@ class Router:
         return self.settings
 
     @property
-    def connection_class(self) -> ConnectionFactory:
+    def connection_class(self) -> ConnectionMaker:
         return self.connection
 
 
-def get_router(connection: ConnectionFactory, settings: Optional[Dict[str, Any]] = None,
+def get_router(connection: ConnectionMaker, settings: Optional[Dict[str, Any]] = None,
                resource: str = "socket.io/*", io_loop: Any = None,
                extra_re: Optional[str] = None, extra_sep: Optional[str] = None) -> Router:
     """A new :class:`Router` serving ``connection``.
 
     :param connection: a :class:`SocketConnection` subclass, or any callable
-        that takes the session and returns a SocketConnection (as in 2011).
+        returning one, called as the class would be (see
+        :class:`tornadio.conn.ConnectionFactory`), as in 2011.
     :param settings: router settings (:data:`DEFAULT_SETTINGS`).
     :param resource: a regular expression for the URL prefix, as in 2011.
     :param io_loop: accepted for old code and ignored (Tornado 6 has one IOLoop).

@@ -1,17 +1,21 @@
 """``SocketServer``: an HTTPServer that also speaks the Flash socket policy.
 
-It listens where ``application.settings`` say, runs the separate Flash policy
-server (port 843 by default), and answers ``<policy-file-request/>`` inline on
-the socket.io port itself: Tornado's HTTP parser would wait forever for a
-header terminator that a Flash Player never sends (PROTOCOL.md §4.2).
+It listens where ``application.settings`` say, answers
+``<policy-file-request/>`` inline on the socket.io port itself (Tornado's HTTP
+parser would wait forever for a header terminator that a Flash Player never
+sends, PROTOCOL.md §4.2) and, when the application asks for one, runs the
+separate Flash policy server.
 
 Application settings read (all optional):
 
-``socket_io_port`` (8001), ``socket_io_address`` (``''``: every interface),
-``flash_policy_port`` (843), ``flash_policy_file`` (None: generated from the
-routers' ``allowed_origins`` and the socket.io port), ``flash_policy_server``
-(True; False runs no separate policy listener) and ``flash_policy_inline``
-(True; False turns off the inline answer on the socket.io port).
+``socket_io_port`` (8001), ``socket_io_address`` (``''``: every interface; the
+policy server binds it too), ``flash_policy_port`` (None; 843 when only the
+file is set), ``flash_policy_file`` (None: generated from the routers'
+``allowed_origins`` and the socket.io port), ``flash_policy_server`` (None:
+run the separate policy listener when ``flash_policy_port`` or
+``flash_policy_file`` is set, as the 2011 TornadIO did; True or False decide
+outright) and ``flash_policy_inline`` (True; False turns off the inline answer
+on the socket.io port).
 """
 import asyncio
 import logging
@@ -77,6 +81,20 @@ def merged_origins(routers):
     return merged
 
 
+def wants_policy_server(settings):
+    """Whether the application asked for the separate Flash policy listener.
+
+    An application that names neither ``flash_policy_port`` nor
+    ``flash_policy_file`` opens no port but its own (the 2011 TornadIO started
+    the listener only for those); ``flash_policy_server`` True/False overrides.
+    """
+    explicit = settings.get("flash_policy_server")
+    if explicit is not None:
+        return bool(explicit)
+    return (settings.get("flash_policy_port") is not None
+            or settings.get("flash_policy_file") is not None)
+
+
 def _url_host(address):
     host = address or "0.0.0.0"
     return "[%s]" % host if ":" in host else host
@@ -85,8 +103,8 @@ def _url_host(address):
 class SocketServer(HTTPServer):
     """HTTP server for a TornadIO application.
 
-    ``SocketServer(application)`` listens, starts the Flash policy server and,
-    with ``auto_start=True`` (the default, as in the 2011 TornadIO), runs
+    ``SocketServer(application)`` listens, starts the Flash policy server if
+    the settings ask for one (see the module docstring) and, with ``auto_start=True`` (the default, as in the 2011 TornadIO), runs
     ``IOLoop.current()`` until it is stopped. ``auto_start=False`` returns once
     listening, for embedding in a running loop and for tests. ``io_loop`` is
     accepted for old code and ignored: Tornado 6 has one current IOLoop.
@@ -114,16 +132,18 @@ class SocketServer(HTTPServer):
         self.port = sockets[0].getsockname()[1]  # the real one, also for port 0
         try:
             policy_file = settings.get("flash_policy_file")
+            policy_port = settings.get("flash_policy_port")
             routers = socket_routers(application)
             for router in routers:
                 if router.shutting_down:  # an earlier server's shutdown did not finish
                     router.restart()
             allowed = merged_origins(routers)
             self.policy = flashserver.policy_bytes(policy_file, allowed, [self.port])
-            if settings.get("flash_policy_server", True):
+            if wants_policy_server(settings):
                 self.policy_server = flashserver.FlashPolicyServer(
-                    port=settings.get("flash_policy_port", 843), policy_file=policy_file,
-                    address=self.address, allowed_origins=allowed, socket_ports=[self.port])
+                    port=flashserver.POLICY_PORT if policy_port is None else policy_port,
+                    policy_file=policy_file, address=self.address, allowed_origins=allowed,
+                    socket_ports=[self.port])
         except Exception:
             # E.g. an unreadable flash_policy_file: do not keep the port bound.
             super().stop()

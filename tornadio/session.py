@@ -128,8 +128,8 @@ class Session:
 
     @property
     def accepts_sends(self) -> bool:
-        """Sends are queued while ``on_open`` runs (behind the id) and while open."""
-        return self.state in (OPENING, OPEN)
+        """Sends are queued until closing begins (while ``on_open`` runs, behind the id)."""
+        return self.state not in (CLOSING, CLOSED)
 
     async def open(self, request: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
         """Queue the session id, then run ``on_open``; False means refused or closed.

@@ -13,7 +13,6 @@ import tornado.web
 from tornado.concurrent import Future
 
 from tornadio import proto, session as sessions
-from tornadio.conn import SocketConnection
 
 if TYPE_CHECKING:
     from tornadio.router import Router
@@ -159,13 +158,9 @@ class TransportHandlerMixin:
         self.check_capacity(confirmed)
         container = router.sessions()
         info = router.make_info(self.request, self.name)
-        session = sessions.Session(container, router.connection, self.name, info,
+        session = sessions.Session(container, router.connection_factory, self.name, info,
                                    router.settings)
         session.confirmed = confirmed
-        if not isinstance(session.connection, SocketConnection):
-            log.error("the connection factory of %r returned %r, not a SocketConnection; "
-                      "client refused", router, type(session.connection))
-            raise TransportError(500, "connection factory returned no SocketConnection")
         container.add(session)
         return session
 

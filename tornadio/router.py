@@ -180,8 +180,8 @@ class Router:
     def __init__(self, connection: ConnectionFactory, settings: Optional[Dict[str, Any]] = None,
                  resource: str = "socket.io/*", extra_re: Optional[str] = None,
                  extra_sep: Optional[str] = None) -> None:
-        is_class = isinstance(connection, type)
-        if not callable(connection) or is_class and not issubclass(connection, SocketConnection):
+        if not callable(connection) or (isinstance(connection, type)
+                                        and not issubclass(connection, SocketConnection)):
             raise TypeError("get_router() needs a SocketConnection subclass or a callable "
                             "that makes one, not %r" % (connection,))
         #: The connection class (or factory) called with each new session.

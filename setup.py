@@ -6,6 +6,8 @@ setup(
     version="1.0.0",
     description="Socket.IO 0.6 server for Tornado 6",
     packages=["tornadio"],
+    # PEP 561: the package is typed (mypy --strict tornadio runs in the tests).
+    package_data={"tornadio": ["py.typed"]},
     python_requires=">=3.9",
     install_requires=["tornado>=6"],
     extras_require={
@@ -22,6 +24,8 @@ setup(
             "docutils",
             # scripts/docs and tests/test_docs.py; 7.4 brought the confval directive.
             "sphinx>=7.4",
+            # tests/test_typing.py: mypy --strict tornadio.
+            "mypy",
         ],
     },
 )

@@ -18,10 +18,23 @@ import asyncio
 import logging
 import weakref
 
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, FrozenSet, Generator,
+                    Iterable, List, Optional, Set, Union, cast)
 
 from tornadio import proto
 from tornadio.session import call_user
+
+if TYPE_CHECKING:
+    from tornadio.conn import SocketConnection
+    from tornadio.session import Session, SessionContainer
+
+#: A broadcast member as the methods take it: a connection or its session.
+Member = Union["SocketConnection", "Session"]
+#: What a broadcast skips: one member or session id, or an iterable of them.
+Exclusion = Union[Member, str, Iterable[Union[Member, str]], None]
+#: What a backend calls with each message another process published:
+#: ``receiver(group, frames, exclude)`` (group None: every session).
+Receiver = Callable[[Optional[str], str, Iterable[str]], None]
 
 log = logging.getLogger("tornadio.broadcast")
 
@@ -50,7 +63,7 @@ class Delivery:
 
     __slots__ = ("local", "remote", "receivers", "_future")
 
-    def __init__(self, local, future=None):
+    def __init__(self, local: int, future: "Optional[asyncio.Future[Any]]" = None) -> None:
         self.local = local
         self.remote = None
         self.receivers = 0
@@ -61,7 +74,7 @@ class Delivery:
             else:
                 future.add_done_callback(self._settle)
 
-    def _settle(self, future):
+    def _settle(self, future: "asyncio.Future[Any]") -> None:
         if future.cancelled() or future.exception() is not None:
             result = False
         else:
@@ -70,14 +83,14 @@ class Delivery:
         self.receivers = result if self.remote and isinstance(result, int) else 0
 
     @property
-    def has_backend(self):
+    def has_backend(self) -> bool:
         return self._future is not None
 
-    def done(self):
+    def done(self) -> bool:
         """True once ``remote`` is final (always, without a backend)."""
         return self._future is None or self._future.done()
 
-    async def _wait(self):
+    async def _wait(self) -> "Delivery":
         future = self._future
         if future is not None:
             if not future.done():
@@ -90,10 +103,10 @@ class Delivery:
             self._settle(future)
         return self
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, "Delivery"]:
         return self._wait().__await__()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "pending" if not self.done() else "remote=%r" % self.remote
         return "Delivery(local=%d, %s, receivers=%d)" % (self.local, state, self.receivers)
 
@@ -123,26 +136,27 @@ class BroadcastBackend:
         Disconnect and stop every background task.
     """
 
-    def attach(self, channel, receiver):
+    def attach(self, channel: str, receiver: Receiver) -> None:
         raise NotImplementedError
 
-    def detach(self, channel, receiver):
+    def detach(self, channel: str, receiver: Receiver) -> None:
         raise NotImplementedError
 
-    def publish(self, channel, group, frames, exclude):
+    def publish(self, channel: str, group: Optional[str], frames: str,
+                exclude: List[str]) -> "asyncio.Future[Any]":
         raise NotImplementedError
 
-    async def ready(self, timeout=5.0):
+    async def ready(self, timeout: float = 5.0) -> bool:
         return True
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         return {}
 
-    async def close(self):
+    async def close(self) -> None:
         pass
 
 
-def validate_backend(backend):
+def validate_backend(backend: Any) -> None:
     """ValueError unless ``backend`` is None or looks like a :class:`BroadcastBackend`."""
     if backend is None:
         return
@@ -153,29 +167,30 @@ def validate_backend(backend):
                          "(e.g. RedisBroadcastBackend(url=...)), not %r" % (backend,))
 
 
-def validate_channel(channel):
+def validate_channel(channel: Any) -> None:
+    """ValueError unless ``channel`` is None or a non-empty string."""
     if channel is not None and not (isinstance(channel, str) and channel):
         raise ValueError("setting broadcast_channel must be None or a non-empty string, not %r"
                          % (channel,))
 
 
-def _session_of(target):
+def _session_of(target: Any) -> "Session":
     """The session behind a SocketConnection (or a session itself)."""
     session = getattr(target, "session", None)
     if session is not None and hasattr(session, "send_payload"):
-        return session
+        return cast("Session", session)
     if hasattr(target, "send_payload") and hasattr(target, "id"):
-        return target
+        return cast("Session", target)
     raise TypeError("expected a SocketConnection or a Session, not %r" % (target,))
 
 
-def _excluded_ids(exclude):
+def _excluded_ids(exclude: Any) -> FrozenSet[str]:
     """Session ids from connections, sessions or ids (one or an iterable)."""
     if not exclude:
         return frozenset()
     if isinstance(exclude, str) or hasattr(exclude, "session") or hasattr(exclude, "send_payload"):
         exclude = (exclude,)
-    ids = set()
+    ids: Set[str] = set()
     for item in exclude:
         if isinstance(item, str):
             ids.add(item)
@@ -184,7 +199,7 @@ def _excluded_ids(exclude):
     return frozenset(ids)
 
 
-def _check_group(group):
+def _check_group(group: Any) -> None:
     if not isinstance(group, str) or not group:
         raise TypeError("group names are non-empty strings, not %r" % (group,))
 
@@ -246,13 +261,13 @@ class ChannelHub:
 class Broadcaster:
     """Groups and fan-out for the sessions of one router's container."""
 
-    def __init__(self, container: Any, backend: Optional["BroadcastBackend"] = None,
+    def __init__(self, container: "SessionContainer", backend: Optional["BroadcastBackend"] = None,
                  channel: str = "default") -> None:
         self._container_ref = weakref.ref(container)
         self.backend = backend
         self.channel = channel
-        self._groups: Dict[str, Dict[str, Any]] = {}   # group -> {session id: session}
-        self._memberships: Dict[str, set] = {}          # session id -> set of groups
+        self._groups: Dict[str, Dict[str, "Session"]] = {}  # group -> {session id: session}
+        self._memberships: Dict[str, Set[str]] = {}          # session id -> set of groups
         self.broadcasts = 0      # send_* calls made in this process
         self.remote_received = 0  # messages delivered here on behalf of other processes
         container.on_remove.append(self._session_removed)
@@ -262,11 +277,12 @@ class Broadcaster:
             self.hub.join(self)
 
     @property
-    def container(self):
+    def container(self) -> Optional["SessionContainer"]:
+        """The router's session container (None once it is gone)."""
         return self._container_ref()
 
     # -- groups ---------------------------------------------------------------
-    def join(self, conn, group):
+    def join(self, conn: Member, group: str) -> bool:
         """Add a connection (or session) to ``group``; False if closed or already in."""
         _check_group(group)
         session = _session_of(conn)
@@ -279,12 +295,12 @@ class Broadcaster:
         self._memberships.setdefault(session.id, set()).add(group)
         return True
 
-    def leave(self, conn, group):
+    def leave(self, conn: Member, group: str) -> bool:
         """Take a connection out of ``group``; False if it was not in it."""
         _check_group(group)
         return self._remove(_session_of(conn).id, group)
 
-    def _remove(self, session_id, group):
+    def _remove(self, session_id: str, group: str) -> bool:
         members = self._groups.get(group)
         if members is None or members.pop(session_id, None) is None:
             return False
@@ -297,7 +313,7 @@ class Broadcaster:
                 del self._memberships[session_id]
         return True
 
-    def _session_removed(self, session):
+    def _session_removed(self, session: "Session") -> None:
         for group in self._memberships.pop(session.id, ()):
             members = self._groups.get(group)
             if members is not None:
@@ -305,20 +321,20 @@ class Broadcaster:
                 if not members:
                     del self._groups[group]
 
-    def groups_of(self, conn):
+    def groups_of(self, conn: Member) -> FrozenSet[str]:
         """The groups a connection is in, as a frozenset."""
         return frozenset(self._memberships.get(_session_of(conn).id, ()))
 
-    def members(self, group):
+    def members(self, group: str) -> List["SocketConnection"]:
         """The connections of this process in ``group``, in join order."""
         return [session.connection for session in self._groups.get(group, {}).values()]
 
-    def groups(self):
+    def groups(self) -> List[str]:
         """Names of the groups that have members in this process."""
         return list(self._groups)
 
     # -- sending --------------------------------------------------------------
-    def send_all(self, message, exclude=()):
+    def send_all(self, message: Any, exclude: Exclusion = ()) -> Delivery:
         """Send ``message`` to every open session of the router, in every process.
 
         ``message`` follows the ``send()`` mapping (str as is, list item by
@@ -334,7 +350,7 @@ class Broadcaster:
         local = self._deliver(sessions, frames, excluded)
         return self._publish(None, frames, excluded, local)
 
-    def send_group(self, group, message, exclude=()):
+    def send_group(self, group: str, message: Any, exclude: Exclusion = ()) -> Delivery:
         """Like :meth:`send_all`, to the members of ``group`` only (in every process)."""
         _check_group(group)
         frames = proto.encode(message)
@@ -343,7 +359,7 @@ class Broadcaster:
         return self._publish(group, frames, excluded, local)
 
     @staticmethod
-    def _deliver(sessions, frames, excluded):
+    def _deliver(sessions: Iterable["Session"], frames: str, excluded: AbstractSet[str]) -> int:
         if not frames:
             return 0
         count = 0
@@ -354,7 +370,8 @@ class Broadcaster:
                 count += 1
         return count
 
-    def _publish(self, group, frames, excluded, local):
+    def _publish(self, group: Optional[str], frames: str, excluded: AbstractSet[str],
+                 local: int) -> Delivery:
         self.broadcasts += 1
         if self.backend is None or not frames:
             return Delivery(local)
@@ -364,29 +381,30 @@ class Broadcaster:
         future = self.backend.publish(self.channel, group, frames, sorted(excluded))
         return Delivery(local, future)
 
-    def _recipients(self, group):
+    def _recipients(self, group: Optional[str]) -> Iterable["Session"]:
         if group is None:
             container = self.container
             return container.sessions.values() if container is not None else ()
         return self._groups.get(group, {}).values()
 
-    def deliver_local(self, group, frames, excluded):
+    def deliver_local(self, group: Optional[str], frames: str, excluded: AbstractSet[str]) -> int:
         """A broadcast of another router of this process on the same channel."""
         return self._deliver(self._recipients(group), frames, excluded)
 
-    def deliver_remote(self, group, frames, excluded):
+    def deliver_remote(self, group: Optional[str], frames: str,
+                       excluded: AbstractSet[str]) -> None:
         """A broadcast published by another process: deliver it to our sessions."""
         self.remote_received += 1
         self._deliver(self._recipients(group), frames, excluded)
 
     # -- lifecycle --------------------------------------------------------------
-    async def ready(self, timeout=5.0):
+    async def ready(self, timeout: float = 5.0) -> bool:
         """Wait (at most ``timeout`` s) until the backend listens; True without one."""
         if self.backend is None:
             return True
         return bool(await self.backend.ready(timeout))
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """Groups and backend state, as a JSON-able dict."""
         return {
             "channel": self.channel,
@@ -399,7 +417,7 @@ class Broadcaster:
             call_user("backend stats", self.backend.stats),
         }
 
-    def close(self):
+    def close(self) -> None:
         """Stop listening for other processes' broadcasts (the backend stays open)."""
         if self.hub is not None:
             self.hub.leave(self)

@@ -5,6 +5,9 @@ this repository; the ``client_js`` router setting names the file.
 """
 import hashlib
 import os
+from typing import Optional, Union
+
+import tornado.web
 
 NPM_PACKAGE = "socket.io@0.6.18"
 PATH_IN_PACKAGE = os.path.join("node_modules", "socket.io", "support", "socket.io-client",
@@ -16,7 +19,7 @@ class ClientScriptMissing(FileNotFoundError):
     """The configured client script is not on disk; the message says how to get it."""
 
 
-def find_client_js(*start_dirs):
+def find_client_js(*start_dirs: "Union[str, os.PathLike[str]]") -> Optional[str]:
     """The npm-installed client under any of ``start_dirs`` or their parents, or None."""
     for start in start_dirs or (os.getcwd(),):
         directory = os.path.abspath(start)
@@ -34,7 +37,7 @@ def find_client_js(*start_dirs):
 class ClientScript:
     """The script's bytes and validator, read once at start-up."""
 
-    def __init__(self, path):
+    def __init__(self, path: "Union[str, os.PathLike[str]]") -> None:
         try:
             with open(path, "rb") as handle:
                 self.body = handle.read()
@@ -46,7 +49,8 @@ class ClientScript:
         self.path = path
         self.etag = '"%s"' % hashlib.sha1(self.body).hexdigest()[:20]
 
-    def serve(self, handler):
+    def serve(self, handler: tornado.web.RequestHandler) -> None:
+        """Answer ``handler``'s GET with the script, or 304 when the client has it."""
         handler.set_header("Content-Type", "text/javascript; charset=UTF-8")
         handler.set_header("Cache-Control", "public, max-age=86400")
         handler.set_header("ETag", self.etag)

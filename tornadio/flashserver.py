@@ -7,10 +7,13 @@ connects to ``HOST:843`` (then to the socket's own port), sends the 23 bytes
 bounded in time and size, so a silent or garbage client delays nobody else.
 """
 import logging
+import os
 import re
 from datetime import timedelta
+from typing import Any, Callable, Iterable, List, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
+import tornado.util
 from tornado import gen, iostream, netutil
 from tornado.tcpserver import TCPServer
 
@@ -36,8 +39,15 @@ _CLOSING = '</cross-domain-policy>\n'
 _DOMAIN_OK = re.compile(r"[A-Za-z0-9.*\-]+\Z")
 _PORTS_OK = re.compile(r"[0-9*,\-]+\Z")
 
+#: The ``allowed_origins`` forms (see tornadio.origins): None, a list, a callable.
+OriginPolicy = Union[None, Iterable[str], Callable[[str], Any]]
+#: ``to-ports``: an int, ints, or a Flash port string ("8001,9000-9010"); None is "*".
+Ports = Union[None, int, str, Iterable[int]]
+#: A file path as ``open`` takes it.
+FilePath = Union[str, "os.PathLike[str]"]
 
-def _origin_host(entry):
+
+def _origin_host(entry: str) -> str:
     """The host part of one ``allowed_origins`` entry (see tornadio.origins)."""
     entry = entry.strip().lower()
     if entry == "*":
@@ -50,7 +60,7 @@ def _origin_host(entry):
     return entry
 
 
-def policy_domains(allowed_origins):
+def policy_domains(allowed_origins: OriginPolicy) -> List[str]:
     """The ``domain`` values for ``allowed_origins``, in order, without repeats.
 
     ``None`` (any origin) and a callable (which cannot be listed) give ``*``;
@@ -58,7 +68,7 @@ def policy_domains(allowed_origins):
     """
     if allowed_origins is None or callable(allowed_origins):
         return ["*"]
-    domains = []
+    domains: List[str] = []
     for entry in allowed_origins:
         host = _origin_host(entry)
         if not _DOMAIN_OK.match(host):
@@ -72,7 +82,7 @@ def policy_domains(allowed_origins):
     return domains
 
 
-def _ports_value(ports):
+def _ports_value(ports: Ports) -> str:
     if ports is None:
         return "*"
     if isinstance(ports, int):
@@ -86,7 +96,7 @@ def _ports_value(ports):
     return value
 
 
-def policy_xml(allowed_origins=None, ports=None):
+def policy_xml(allowed_origins: OriginPolicy = None, ports: Ports = None) -> str:
     """The policy document (str, without the trailing NUL).
 
     One ``<allow-access-from>`` per allowed origin host (``*`` when origins are
@@ -101,7 +111,8 @@ def policy_xml(allowed_origins=None, ports=None):
     return _PREAMBLE + "".join(lines) + _CLOSING
 
 
-def policy_bytes(policy_file=None, allowed_origins=None, ports=None):
+def policy_bytes(policy_file: Optional[FilePath] = None, allowed_origins: OriginPolicy = None,
+                 ports: Ports = None) -> bytes:
     """What goes on the wire: the bytes of ``policy_file``, else the XML
     :func:`policy_xml` makes from ``allowed_origins`` and ``ports``; plus NUL.
 
@@ -117,7 +128,8 @@ def policy_bytes(policy_file=None, allowed_origins=None, ports=None):
     return body + b"\0"
 
 
-async def read_policy_request(stream, timeout=READ_TIMEOUT, received=b""):
+async def read_policy_request(stream: iostream.IOStream, timeout: float = READ_TIMEOUT,
+                              received: bytes = b"") -> bool:
     """Read the policy request from ``stream``; True when it was one.
 
     ``received`` are bytes already taken from the stream. Stops at the first
@@ -141,13 +153,14 @@ async def read_policy_request(stream, timeout=READ_TIMEOUT, received=b""):
                 timedelta(seconds=remaining),
                 stream.read_bytes(len(POLICY_REQUEST) - len(buffer), partial=True),
                 quiet_exceptions=iostream.StreamClosedError)
-        except (gen.TimeoutError, iostream.StreamClosedError):
+        except (tornado.util.TimeoutError, iostream.StreamClosedError):
             break
         buffer += chunk
     return buffer == POLICY_REQUEST or buffer == POLICY_REQUEST[:-1]
 
 
-async def answer_policy_request(stream, policy, timeout=READ_TIMEOUT, received=b""):
+async def answer_policy_request(stream: iostream.IOStream, policy: bytes,
+                                timeout: float = READ_TIMEOUT, received: bytes = b"") -> bool:
     """Serve one policy connection: read the request, answer it, close.
 
     :param stream: the connection's ``IOStream``, closed on return
@@ -164,14 +177,14 @@ async def answer_policy_request(stream, policy, timeout=READ_TIMEOUT, received=b
                 await gen.with_timeout(timedelta(seconds=WRITE_TIMEOUT), stream.write(policy),
                                        quiet_exceptions=iostream.StreamClosedError)
                 answered = True
-    except (gen.TimeoutError, iostream.StreamClosedError):
+    except (tornado.util.TimeoutError, iostream.StreamClosedError):
         pass
     finally:
         stream.close()
     return answered
 
 
-def bind_or_warn(server, port, address, what):
+def bind_or_warn(server: TCPServer, port: int, address: Optional[str], what: str) -> Optional[int]:
     """Bind ``port`` on ``address`` for ``server``; on failure log one warning.
 
     :param what: the server's name in that warning
@@ -184,7 +197,8 @@ def bind_or_warn(server, port, address, what):
         log.warning("%s: cannot listen on %s:%d%s: %s", what, address or "*", port, hint, exc)
         return None
     server.add_sockets(sockets)
-    return sockets[0].getsockname()[1]
+    bound: int = sockets[0].getsockname()[1]
+    return bound
 
 
 class FlashPolicyServer(TCPServer):
@@ -205,19 +219,20 @@ class FlashPolicyServer(TCPServer):
     #: Seconds a client has to send its request before it is dropped.
     read_timeout = READ_TIMEOUT
 
-    def __init__(self, port=POLICY_PORT, policy_file=None, address="", allowed_origins=None,
-                 socket_ports=None, io_loop=None):
+    def __init__(self, port: int = POLICY_PORT, policy_file: Optional[FilePath] = None,
+                 address: str = "", allowed_origins: OriginPolicy = None,
+                 socket_ports: Ports = None, io_loop: Any = None) -> None:
         # A few hundred bytes is all a policy client ever needs to send.
         super().__init__(max_buffer_size=4096, read_chunk_size=1024)
         self.policy = policy_bytes(policy_file, allowed_origins, socket_ports)
         self.address = address
-        self._streams = set()
+        self._streams: Set[iostream.IOStream] = set()
         self.port = bind_or_warn(self, port, address, "Flash policy server")
         self.listening = self.port is not None
         if self.listening:
             log.info("Flash policy server listening on %s:%d", address or "*", self.port)
 
-    async def handle_stream(self, stream, address):
+    async def handle_stream(self, stream: iostream.IOStream, address: Tuple[Any, ...]) -> None:
         self._streams.add(stream)
         try:
             answered = await answer_policy_request(stream, self.policy, self.read_timeout)
@@ -226,7 +241,7 @@ class FlashPolicyServer(TCPServer):
         if not answered:
             log.debug("policy connection from %s: no policy request", address[0])
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop listening and drop the connections still being served."""
         super().stop()
         self.listening = False

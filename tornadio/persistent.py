@@ -5,6 +5,7 @@ import struct
 from datetime import timedelta
 from typing import Any, Optional, Union
 
+import tornado.util
 import tornado.web
 import tornado.websocket
 from tornado import gen, iostream
@@ -36,11 +37,13 @@ class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandl
         raise TransportError(405, "websocket takes no OPTIONS")
 
     def check_origin(self, origin: str) -> bool:
-        return origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+        allowed: bool = origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+        return allowed
 
     @property
-    def max_message_size(self) -> int:  # type: ignore[override]
-        return self.socket_settings["max_websocket_message"]
+    def max_message_size(self) -> int:
+        limit: int = self.socket_settings["max_websocket_message"]
+        return limit
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -103,7 +106,7 @@ _HIXIE_CLOSE = b"\xff\x00"
 _DIGITS = frozenset("0123456789")
 
 
-def _hixie76_key_number(key):
+def _hixie76_key_number(key: Union[str, bytes]) -> int:
     """The 32-bit number a Sec-WebSocket-Key1/Key2 value encodes.
 
     Its ASCII digits read as one integer, divided by its number of spaces;
@@ -129,7 +132,7 @@ def _hixie76_key_number(key):
     return quotient
 
 
-def hixie76_digest(key1, key2, key3):
+def hixie76_digest(key1: Union[str, bytes], key2: Union[str, bytes], key3: bytes) -> bytes:
     """The 16-byte hixie-76 handshake answer: md5(k1 ‖ k2 ‖ key3).
 
     ``key1``/``key2`` are the Sec-WebSocket-Key1/Key2 header values (str or
@@ -142,7 +145,7 @@ def hixie76_digest(key1, key2, key3):
     return hashlib.md5(packed + bytes(key3)).digest()
 
 
-def _header_value_ok(value):
+def _header_value_ok(value: str) -> bool:
     """True for a value safe to echo into a response header line."""
     return bool(value) and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
 
@@ -214,7 +217,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             key3 = await gen.with_timeout(timedelta(seconds=HANDSHAKE_TIMEOUT),
                                           stream.read_bytes(8),
                                           quiet_exceptions=iostream.StreamClosedError)
-        except (gen.TimeoutError, iostream.StreamClosedError):
+        except (tornado.util.TimeoutError, iostream.StreamClosedError):
             log.info("flashsocket handshake from %s: no key3 bytes", request.remote_ip)
             self._close_stream()
             return

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List,
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Iterator, List,
                     Optional, Tuple)
 
 from tornado.ioloop import IOLoop, PeriodicCallback
@@ -21,6 +21,7 @@ from tornadio import proto
 
 if TYPE_CHECKING:
     from tornadio.conn import ConnectionInfo, SocketConnection
+    from tornadio.router import Router
     from tornadio.transport import Sink
 
 log = logging.getLogger("tornadio.session")
@@ -89,24 +90,25 @@ class Session:
         self.info = info
         self.settings = settings
         self.state = NEW
-        self.close_reason = None
+        self.close_reason: Optional[str] = None
         self.deadline: Optional[float] = None
         #: This session's slot in the container's expiry heap (-1: none).
         self.heap_index = -1
         self._queue: List[str] = []
         # Code points queued (ASCII frames: bytes); compared with max_queue_bytes.
         self._queued_size = 0
-        self._sink = None
+        self._sink: Optional["Sink"] = None
         self._flush_scheduled = False
         self._receiving = False
         # Messages waiting behind a running coroutine on_message (None: none).
-        self._inbox = None
+        self._inbox: Optional[Deque[Any]] = None
         self._drained: Optional["asyncio.Future[None]"] = None
         # The coroutine on_message running now, if any (on_close waits for it).
         self._running: Optional["asyncio.Future[Any]"] = None
         self._heartbeat_count = 0
-        self._heartbeat_pending = None
-        self._heartbeat_timer = None
+        self._heartbeat_pending: Optional[str] = None
+        # The handle IOLoop.call_later returned (for remove_timeout).
+        self._heartbeat_timer: Optional[object] = None
         self.messages_in = 0
         self.messages_out = 0
         #: Polling transports set this: frames queued when the session closes
@@ -222,10 +224,10 @@ class Session:
             self.state = CLOSED
 
     @property
-    def has_leftovers(self):
+    def has_leftovers(self) -> bool:
         return bool(self._queue)
 
-    def take_leftovers(self):
+    def take_leftovers(self) -> str:
         """What a closed polling session still had for its client; it is then forgotten."""
         payload = "".join(self._queue)
         self._queue.clear()
@@ -233,13 +235,13 @@ class Session:
         return payload
 
     # --------------------------------------------------------------- outgoing
-    def send(self, value):
+    def send(self, value: Any) -> None:
         """Encode ``value`` (TornadIO mapping) and queue it for the client."""
         payload = proto.encode(value)
         if payload:
             self.send_payload(payload)
 
-    def send_payload(self, payload):
+    def send_payload(self, payload: str) -> None:
         """Queue already-encoded frames (counted as one message out)."""
         if not self.accepts_sends:
             return
@@ -247,7 +249,7 @@ class Session:
         self.container.messages_out += 1
         self._enqueue(payload)
 
-    def _enqueue(self, payload):
+    def _enqueue(self, payload: str) -> None:
         """Queue frames; flushed once per IOLoop iteration while a sink is attached."""
         self._queue.append(payload)
         self._queued_size += len(payload)
@@ -271,7 +273,7 @@ class Session:
         if sink is not None and self._queue:
             self._deliver(sink)
 
-    def _deliver(self, sink):
+    def _deliver(self, sink: "Sink") -> None:
         payload = "".join(self._queue)
         self._queue.clear()
         self._queued_size = 0
@@ -280,7 +282,7 @@ class Session:
             self.touch_expiry(self.idle_expiry)
         sink.write_payload(payload)
 
-    def attach(self, sink):
+    def attach(self, sink: "Sink") -> None:
         """Give the session somewhere to write; queued frames go out at once.
 
         A newer sink replaces an older one, which is ended cleanly first (an
@@ -294,7 +296,7 @@ class Session:
         elif sink.once:
             self.touch_expiry(self.settings["xhr_polling_timeout"] + self.settings["session_expiry"])
 
-    def detach(self, sink):
+    def detach(self, sink: "Sink") -> None:
         """The sink went away (poll timed out or client dropped the request)."""
         if self._sink is sink:
             self._sink = None
@@ -314,19 +316,20 @@ class Session:
             self.container.confirmed(self)
 
     @property
-    def has_sink(self):
+    def has_sink(self) -> bool:
         return self._sink is not None
 
     @property
-    def queued_bytes(self):
+    def queued_bytes(self) -> int:
         """Outgoing data waiting for the client, in code points (bytes for ASCII)."""
         return self._queued_size
 
-    def touch_expiry(self, seconds):
+    def touch_expiry(self, seconds: float) -> None:
+        """Expire the session ``seconds`` from now unless touched again."""
         self.container.set_deadline(self, time.monotonic() + seconds)
 
     # --------------------------------------------------------------- incoming
-    def receive(self, payload):
+    def receive(self, payload: str) -> "Optional[asyncio.Future[None]]":
         """Decode a client payload and dispatch it in order.
 
         Raises :class:`proto.DecodeError` (and dispatches nothing) when it is
@@ -338,7 +341,7 @@ class Session:
         frames = proto.decode(payload, self.settings["max_message_length"])
         if self.state != OPEN:
             return None
-        messages = []
+        messages: List[Any] = []
         for kind, data in frames:
             if kind is proto.HEARTBEAT:
                 self._heartbeat_echo(data)
@@ -347,6 +350,7 @@ class Session:
         self.messages_in += len(messages)
         self.container.messages_in += len(messages)
         if self._drained is not None:  # a coroutine on_message is still running
+            assert self._inbox is not None  # _run() sets it before _drained
             self._inbox.extend(messages)
         else:
             self._receiving = True
@@ -369,7 +373,7 @@ class Session:
             return None
         return asyncio.shield(self._drained)
 
-    def _run(self, messages):
+    def _run(self, messages: Iterator[Any]) -> None:
         """Hand ``messages`` (an iterator) to on_message until one is a coroutine."""
         on_message = self.connection.on_message
         for message in messages:
@@ -388,7 +392,7 @@ class Session:
         self._inbox = None
         self._wake_readers()
 
-    def _wake_readers(self):
+    def _wake_readers(self) -> None:
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
@@ -400,13 +404,13 @@ class Session:
         self._run(_drain(self._inbox))
 
     # -------------------------------------------------------------- heartbeats
-    def start_heartbeats(self):
+    def start_heartbeats(self) -> None:
         """Persistent transports only: polling liveness is the poll cadence."""
         interval = self.settings["heartbeat_interval"]
         if interval and self.state == OPEN:
             self._heartbeat_timer = IOLoop.current().call_later(interval, self._heartbeat_tick)
 
-    def _heartbeat_tick(self):
+    def _heartbeat_tick(self) -> None:
         self._heartbeat_timer = None
         if self.state != OPEN:
             return
@@ -418,14 +422,14 @@ class Session:
         self._enqueue(proto.heartbeat(self._heartbeat_count))
         self.start_heartbeats()
 
-    def _heartbeat_echo(self, number):
+    def _heartbeat_echo(self, number: str) -> None:
         if number == self._heartbeat_pending:
             self._heartbeat_pending = None
         else:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
 
 
-def _loop_is_idle():
+def _loop_is_idle() -> bool:
     """True when no other callback waits in this loop turn.
 
     Then a reply is written at once (lowest latency); under load it waits for
@@ -436,7 +440,7 @@ def _loop_is_idle():
     return ready is not None and not ready
 
 
-def _drain(inbox):
+def _drain(inbox: Optional[Deque[Any]]) -> Iterator[Any]:
     """Take messages from the front of ``inbox`` (None: nothing) while it has some."""
     while inbox:
         yield inbox.popleft()
@@ -452,7 +456,8 @@ class SessionContainer:
     O(expired · log n).
     """
 
-    def __init__(self, check_interval: Optional[float] = None, router: Any = None) -> None:
+    def __init__(self, check_interval: Optional[float] = None,
+                 router: Optional["Router"] = None) -> None:
         #: The :class:`tornadio.router.Router` that owns this container (None in unit tests).
         self.router = router
         self.sessions: Dict[str, "Session"] = {}
@@ -475,7 +480,7 @@ class SessionContainer:
         #: Background tasks (coroutine on_message/on_close), referenced until done.
         self.tasks: "set[asyncio.Future[Any]]" = set()
 
-    def spawn(self, awaitable: Any) -> "asyncio.Future[Any]":
+    def spawn(self, awaitable: Awaitable[Any]) -> "asyncio.Future[Any]":
         """Run ``awaitable`` in the background, keeping a reference until it ends."""
         task = asyncio.ensure_future(awaitable)
         self.tasks.add(task)
@@ -537,7 +542,9 @@ class SessionContainer:
             self.unconfirmed += 1
         self.per_address[session.address] = self.per_address.get(session.address, 0) + 1
         if self._timer is None and self._check_interval:
-            self._timer = PeriodicCallback(self.expire, self._check_interval * 1000)
+            # The count expire() returns is ignored by PeriodicCallback (its stub wants None).
+            self._timer = PeriodicCallback(self.expire,  # type: ignore[arg-type]
+                                           self._check_interval * 1000)
             self._timer.start()
 
     def remove(self, session: "Session") -> None:

@@ -32,9 +32,13 @@ import os
 import time
 import weakref
 from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 
 import tornado.web
 from tornado.ioloop import PeriodicCallback
+
+if TYPE_CHECKING:
+    from tornadio.router import Router
 
 __all__ = ["RouterStats", "StatsHandler"]
 
@@ -45,15 +49,17 @@ SAMPLE_INTERVAL = 1.0
 class RouterStats:
     """Counter samples of one router, for the per-second rates."""
 
-    def __init__(self, router, window=None, interval=SAMPLE_INTERVAL):
+    def __init__(self, router: "Router", window: Optional[float] = None,
+                 interval: float = SAMPLE_INTERVAL) -> None:
         # Weak: the router owns this object, which must not keep it alive.
         self._router_ref = weakref.ref(router)
         if window is None:
             window = router.settings["stats_window"]
         self.window = float(window)
         self.interval = interval
-        self._samples = deque()
-        self._timer = None
+        # (monotonic time, messages in, messages out), oldest first.
+        self._samples: Deque[Tuple[float, int, int]] = deque()
+        self._timer: Optional[PeriodicCallback] = None
         self.sample()
         try:
             asyncio.get_running_loop()
@@ -63,11 +69,13 @@ class RouterStats:
             self._timer = PeriodicCallback(self.sample, interval * 1000)
             self._timer.start()
 
-    def _counters(self):
-        container = self._router_ref().sessions()
+    def _counters(self) -> Tuple[float, int, int]:
+        router = self._router_ref()
+        assert router is not None  # sample() stops the timer once the router is gone
+        container = router.sessions()
         return (time.monotonic(), container.messages_in, container.messages_out)
 
-    def sample(self):
+    def sample(self) -> None:
         """Record the container counters now; forget what fell out of the window."""
         if self._router_ref() is None:
             self.stop()
@@ -80,7 +88,7 @@ class RouterStats:
         while len(samples) > 2 and samples[1][0] <= horizon:
             samples.popleft()
 
-    def rates(self):
+    def rates(self) -> Tuple[float, float, float]:
         """(messages in/s, messages out/s, seconds covered) over the window."""
         now = self._counters()
         if not self._samples or now[0] - self._samples[-1][0] >= self.interval:
@@ -96,9 +104,10 @@ class RouterStats:
             return 0.0, 0.0, 0.0
         return ((now[1] - oldest[1]) / span, (now[2] - oldest[2]) / span, span)
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         """The statistics document (see the module docstring)."""
         router = self._router_ref()
+        assert router is not None  # the router calls this; it owns this object
         container = router.sessions()
         by_transport = {name: 0 for name in router.settings["enabled_protocols"]}
         queued_total = queued_max = 0
@@ -128,7 +137,8 @@ class RouterStats:
             "broadcast": None if broadcaster is None else broadcaster.stats(),
         }
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop sampling (the router's shutdown)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -137,13 +147,13 @@ class RouterStats:
 class StatsHandler(tornado.web.RequestHandler):
     """``GET`` → ``router.stats()`` as JSON. Route: ``(r"/stats", StatsHandler, {"router": R})``."""
 
-    def initialize(self, router):
+    def initialize(self, router: "Router") -> None:
         self.router = router
 
-    def compute_etag(self):
+    def compute_etag(self) -> Optional[str]:
         return None
 
-    def get(self):
+    def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(self.router.stats(), sort_keys=True))

@@ -7,7 +7,8 @@ class of its transport, with the router as the handler's only argument.
 """
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Tuple
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Tuple, Type
 
 import tornado.web
 from tornado.concurrent import Future
@@ -16,6 +17,12 @@ from tornadio import proto, session as sessions
 
 if TYPE_CHECKING:
     from tornadio.router import Router
+
+    # The mixin is only ever mixed into a RequestHandler (or WebSocketHandler):
+    # the type checker sees it as one, at run time it stays a plain class.
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
 
 log = logging.getLogger("tornadio.transport")
 
@@ -60,7 +67,7 @@ def retrieve_write_error(future: "Future[Any]") -> None:
         future.exception()
 
 
-class TransportHandlerMixin:
+class TransportHandlerMixin(_HandlerBase):
     """The shared half of every transport handler (mixed into a Tornado handler).
 
     Per-request state lives in class-level defaults and is set on the instance
@@ -83,7 +90,7 @@ class TransportHandlerMixin:
     unsent_bytes = 0
     answered = False
 
-    def initialize(self, router: "Router") -> None:  # type: ignore[override]
+    def initialize(self, router: "Router") -> None:
         self.router = router
 
     @property
@@ -99,16 +106,17 @@ class TransportHandlerMixin:
         return None
 
     def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+        self.set_header("Cache-Control", "no-store")
 
     def on_finish(self) -> None:
         self.answered = True
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+    def log_exception(self, typ: Optional[Type[BaseException]], value: Optional[BaseException],
+                      tb: Optional[TracebackType]) -> None:
         if isinstance(value, TransportError):
             self.fail_reason = value.detail  # the access-log line says it
             return
-        super().log_exception(typ, value, tb)  # type: ignore[misc]
+        super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one place HTTP errors are answered: a short text body."""
@@ -116,9 +124,9 @@ class TransportHandlerMixin:
         if isinstance(error, TransportError):
             detail = error.detail
         else:
-            detail = self._reason  # type: ignore[attr-defined]
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")  # type: ignore[attr-defined]
-        finished = self.finish(detail)  # type: ignore[attr-defined]
+            detail = self._reason
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        finished = self.finish(detail)
         if "upgrade" in self.request.headers.get("Connection", "").lower():
             # A refused upgrade may have sent bytes after its headers (hixie-76 key3);
             # they must not be read as a next request on a kept-alive connection.
@@ -129,8 +137,7 @@ class TransportHandlerMixin:
         """Answer ``error`` from outside the request method (a callback, a body chunk)."""
         self.fail_reason = error.detail
         if not self.answered:
-            self.send_error(error.status_code,  # type: ignore[attr-defined]
-                            exc_info=(type(error), error, None))
+            self.send_error(error.status_code, exc_info=(type(error), error, None))
 
     def _request_summary(self) -> str:
         # Session ids are credentials: only a prefix reaches the access log.
@@ -212,12 +219,12 @@ class TransportHandlerMixin:
         next request then meets the closed listener, which it reports as the
         server going away, instead of an error status for its own session.
         """
-        self.set_header("Connection", "close")  # type: ignore[attr-defined]
+        self.set_header("Connection", "close")
         if self.request.method == "GET" and self.once:
             self.write_payload("")
         else:
-            self.set_header("Content-Type", "text/plain; charset=UTF-8")  # type: ignore[attr-defined]
-            self.finish("ok")  # type: ignore[attr-defined]
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish("ok")
 
     def write_payload(self, payload: str) -> None:
         raise NotImplementedError

@@ -180,7 +180,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._task = None
         self._closed = False
         self._clock_offset = 0.0      # Redis's clock minus time.monotonic()
-        self._warned_full = self._warned_stale = False
+        self._warned_full = self._warned_stale = self._warned_malformed = False
         # State and counters (see stats()).
         self.connected = False
         self.outages = 0
@@ -252,6 +252,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             "outbox_full": self.outbox_full,
             "received": self.received,
             "stale_dropped": self.stale_dropped,
+            "malformed": self.malformed,
             "pending": len(self._outbox),
             "in_flight": len(self._in_flight or ()),
         }
@@ -474,7 +475,7 @@ class RedisBroadcastBackend(BroadcastBackend):
     def _up(self):
         self.connected = True
         self.last_error = None
-        self._warned_full = self._warned_stale = False
+        self._warned_full = self._warned_stale = self._warned_malformed = False
         self._connected_event.set()
         if self._outage_since is not None:
             log.info("redis broadcast: reconnected to %s after %.1f s; "
@@ -543,7 +544,11 @@ class RedisBroadcastBackend(BroadcastBackend):
             late = time.monotonic() + self._clock_offset - float(deadline)
         except (ValueError, TypeError):
             self.malformed += 1
-            log.warning("redis broadcast: ignoring a malformed message on %s", channel)
+            if not self._warned_malformed:
+                self._warned_malformed = True
+                log.warning("redis broadcast: ignoring a malformed message on %s (another "
+                            "TornadIO version?); further ones are counted in malformed",
+                            channel)
             return
         if origin == self.process_id:
             self.own_skipped += 1

@@ -274,3 +274,30 @@ def test_ready_leaves_no_waiter_behind_when_it_times_out(tmp_path):
             await pub.close()
 
     run(test)
+
+
+def test_messages_of_another_format_are_counted_and_logged_once(redis_server):
+    """A process of another TornadIO version publishing: no log line per message."""
+    import redis.asyncio as aioredis
+
+    async def test():
+        lines = LogLines()
+        logger = logging.getLogger("tornadio.redis")
+        logger.addHandler(lines)
+        got = []
+        recv = backend(redis_server, 1, got)
+        other = aioredis.Redis.from_url(redis_server.url)
+        try:
+            assert await recv.ready(5)
+            for i in range(3):  # the envelope of format 1, which had no deadline
+                await other.publish("faults:" + CHANNEL, '[1,"old-process",null,[],"m%d"]' % i)
+            await wait_until(lambda: recv.stats()["malformed"] == 3, what="malformed count")
+            assert got == []
+            malformed = [line for line in lines.lines.get("?", []) if "malformed" in line[1]]
+            assert len(malformed) == 1, lines.lines
+        finally:
+            logger.removeHandler(lines)
+            await other.aclose()
+            await recv.close()
+
+    run(test)

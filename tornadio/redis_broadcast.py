@@ -28,8 +28,10 @@ own timeouts are, this backend bounds every wait itself. Each broadcast carries
 a deadline, ``max_delay`` after it was made, on Redis's clock (read with
 ``TIME`` at each connection, so the processes' clocks need not agree): a
 receiver drops what arrives later, and a publication that Redis has not
-confirmed by then resolves ``False``. So nothing reaches another process more
-than ``max_delay`` late, however long the stall.
+confirmed by then resolves ``False`` (the connection that carried it stays open
+until then, in case Redis resumes and confirms it). So nothing reaches another
+process more than ``max_delay`` late, however long the stall, and ``False``
+means the others did not get it.
 """
 import asyncio
 import json
@@ -174,7 +176,6 @@ class RedisBroadcastBackend(BroadcastBackend):
         # Broadcasts not answered yet, each (channel, data, future, local deadline):
         self._outbox = deque()        # waiting for the publisher
         self._in_flight = None        # the pipeline Redis has not answered yet
-        self._expiring = {}           # id -> (timer, futures) sent, unanswered, lost
         self._wake = None
         self._connected_event = None
         self._task = None
@@ -314,7 +315,6 @@ class RedisBroadcastBackend(BroadcastBackend):
             self._task = None
             self._outbox = deque()
             self._in_flight = None
-            self._expiring = {}
             self.connected = False
             self._wake = asyncio.Event()
             self._connected_event = asyncio.Event()
@@ -347,32 +347,25 @@ class RedisBroadcastBackend(BroadcastBackend):
         outbox, self._outbox = self._outbox, deque()
         self._not_published(_resolve([future for _, _, future, _ in outbox], False))
 
-    def _abandon_in_flight(self):
-        """The connection carrying the pipeline in flight is gone. Redis may still
-        run it (a stalled server reads its socket when it resumes), so say False
-        only once its deadline has passed: from then on every receiver drops it."""
-        batch, self._in_flight = self._in_flight, None
-        futures = [future for _, _, future, _ in batch or () if not future.done()]
-        if not futures:
-            return
-        delay = max(deadline for _, _, _, deadline in batch) - time.monotonic()
-        timer = self._loop.call_later(max(0.0, delay), self._expire, futures)
-        self._expiring[id(futures)] = (timer, futures)
-
-    def _expire(self, futures):
-        self._expiring.pop(id(futures), None)
-        self._not_published(_resolve(futures, False))
-
     def _resolve_all_now(self):
-        """Closing, or a new process/loop: whatever is unanswered resolves False now."""
+        """Closing, a lost connection, a new process/loop: what Redis has not
+        answered resolves False now."""
         futures = [future for _, _, future, _ in self._unanswered()]
         self._outbox = deque()
         self._in_flight = None
-        for timer, waiting in self._expiring.values():
-            timer.cancel()
-            futures.extend(waiting)
-        self._expiring = {}
         self._not_published(_resolve(futures, False))
+
+    def _down(self, error, generation):
+        """The connection failed (once per connection): new broadcasts resolve
+        False at once, the outbox fails, the outage is logged. A pipeline in
+        flight may still finish (see _published)."""
+        if generation != self._generation or not self.connected:
+            return
+        self.connected = False
+        self._connected_event.clear()
+        self._fail_outbox()
+        self._wake.set()  # an idle writer ends
+        self._lost(error, connecting=False)
 
     @staticmethod
     async def _answer(awaitable, limit, problem):
@@ -405,38 +398,51 @@ class RedisBroadcastBackend(BroadcastBackend):
             delay = self.min_backoff
             self._clock_offset = offset
             self._up()
-            reader = asyncio.ensure_future(self._read_loop(pubsub))
-            writer = asyncio.ensure_future(self._write_loop(client, generation))
-            try:
-                done, _ = await asyncio.wait({reader, writer},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                error = next(iter(done)).exception() or ConnectionError("loop ended")
-            finally:
-                for task in (reader, writer):
-                    task.cancel()
-                for task in (reader, writer):
-                    try:
-                        await task
-                    except (asyncio.CancelledError, Exception):
-                        pass
-                if generation == self._generation:  # also when closing
-                    self.connected = False
-                    self._connected_event.clear()
-                    self._fail_outbox()
-                    self._abandon_in_flight()
-                await self._disconnect(client, pubsub)
+            error = await self._serve(client, pubsub, generation)
             if not self._current(generation):
                 return
-            self._lost(error, connecting=False)
+            self._down(error, generation)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
+
+    async def _serve(self, client, pubsub, generation):
+        """Read and write until the connection fails; that failure."""
+        reader = asyncio.ensure_future(self._read_loop(pubsub))
+        writer = asyncio.ensure_future(self._write_loop(client, generation))
+        try:
+            done, _ = await asyncio.wait({reader, writer},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            first = next(iter(done))
+            error = (None if first.cancelled() else first.exception()) or ConnectionError(
+                "the subscription ended" if first is reader else "the publisher ended")
+            if first is reader and not writer.done():
+                # A pipeline in flight may still be answered (a stalled Redis that
+                # resumes in time): the writer waits for it, bounded by its deadlines.
+                self._down(error, generation)
+                await asyncio.wait({writer})
+            return error
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            if generation == self._generation:  # also when closing
+                self.connected = False
+                self._connected_event.clear()
+                self._resolve_all_now()
+            await self._disconnect(client, pubsub)
 
     async def _connect(self):
         """New connections, subscribed: (client, pubsub, Redis clock offset)."""
         options = {
             "decode_responses": True,
             "socket_connect_timeout": self.connect_timeout,
-            "socket_timeout": self.stall_timeout,
+            # No timeout of redis-py's own: every wait here is bounded, and a
+            # pipeline in flight must stay readable until its deadline.
+            "socket_timeout": None,
             "socket_keepalive": True,
             # Our own loop reconnects and checks health; redis-py's hidden
             # retries would mask outages, its health checks have no deadline.
@@ -526,7 +532,7 @@ class RedisBroadcastBackend(BroadcastBackend):
                 ping_sent = time.monotonic()
                 continue
             else:
-                # Never timeout=None: redis-py would then apply socket_timeout.
+                # Never timeout=None: redis-py would apply socket_timeout if set.
                 wait = heard + interval - now if interval else 1.0
             message = await pubsub.get_message(timeout=wait)
             if message is None:
@@ -569,7 +575,7 @@ class RedisBroadcastBackend(BroadcastBackend):
 
     async def _write_loop(self, client, generation):
         """Publish the outbox in order, one pipeline at a time, each answered in time."""
-        while True:
+        while self.connected and self._current(generation):
             outbox = self._outbox
             if not outbox:
                 self._wake.clear()
@@ -588,9 +594,8 @@ class RedisBroadcastBackend(BroadcastBackend):
             for channel, data, _, _ in batch:
                 pipe.publish(channel, data)
             self._in_flight = batch
-            # On any failure the batch stays in _in_flight for _run to abandon.
-            results = await self._answer(pipe.execute(), self.stall_timeout,
-                                         "no reply to PUBLISH within %g s")
+            # On a failure the batch stays in _in_flight: _serve resolves it False.
+            results = await self._published(pipe.execute(), batch, generation)
             if not self._current(generation):
                 return
             self._in_flight = None
@@ -608,3 +613,23 @@ class RedisBroadcastBackend(BroadcastBackend):
                     late += 1
             self.published += published
             self._not_published(late)
+
+    async def _published(self, execute, batch, generation):
+        """The pipeline's replies. No reply within stall_timeout is an outage,
+        declared at once; the reply is still awaited until the newest broadcast's
+        deadline, because a stalled Redis that resumes before then does deliver
+        them: only past it is False true for every receiver."""
+        execute = asyncio.ensure_future(execute)
+        try:
+            return await asyncio.wait_for(asyncio.shield(execute), self.stall_timeout)
+        except _TIMEOUTS:
+            stalled = _Stalled("no reply to PUBLISH within %g s" % self.stall_timeout)
+        except BaseException:
+            execute.cancel()
+            raise
+        self._down(stalled, generation)
+        remaining = max(deadline for _, _, _, deadline in batch) - time.monotonic()
+        try:
+            return await asyncio.wait_for(execute, max(0.0, remaining))
+        except _TIMEOUTS:
+            raise stalled from None

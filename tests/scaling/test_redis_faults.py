@@ -155,6 +155,45 @@ def test_stale_broadcasts_are_dropped_by_a_receiver_that_stayed_subscribed(redis
     run(test)
 
 
+def test_a_stall_shorter_than_max_delay_reports_what_was_delivered(redis_server):
+    """Redis resumes before the deadline of what was in flight: that is delivered and
+    reported True; what came after the stall was noticed is reported False and is not."""
+    async def test():
+        got = []
+        pub = backend(redis_server, 0, stall_timeout=0.5, max_delay=4.0,
+                      health_check_interval=0.2, connect_timeout=0.5, max_backoff=0.3)
+        recv = backend(redis_server, 1, got, stall_timeout=30, health_check_interval=30)
+        try:
+            assert await pub.ready(5) and await recv.ready(5)
+            redis_server.pause()
+            try:
+                in_flight = [Delivery(0, pub.publish(CHANNEL, None, "in flight %d" % i, []))
+                             for i in range(3)]
+                await wait_until(lambda: not pub.connected, what="stall noticed")
+                later = [Delivery(0, pub.publish(CHANNEL, None, "later %d" % i, []))
+                         for i in range(2)]
+                assert [d.remote for d in later] == [False, False]
+                assert not any(d.done() for d in in_flight)
+                await asyncio.sleep(1.0)
+            finally:
+                redis_server.resume()
+            await asyncio.wait_for(asyncio.gather(*in_flight), 10)
+            assert [(d.remote, d.receivers) for d in in_flight] == [(True, 2)] * 3
+            await wait_until(lambda: len(got) == 3, what="the in-flight broadcasts")
+            await wait_until(lambda: pub.connected, what="pub reconnected")
+            after = Delivery(0, pub.publish(CHANNEL, None, "after", []))
+            await after
+            assert after.remote is True
+            await wait_until(lambda: len(got) == 4, what="the broadcast after")
+            assert got == ["in flight 0", "in flight 1", "in flight 2", "after"]
+            assert pub.stats()["outages"] == 1 and recv.stats()["outages"] == 0
+        finally:
+            redis_server.resume()
+            await asyncio.gather(pub.close(), recv.close())
+
+    run(test)
+
+
 def test_kill_and_restart_keep_working(redis_server):
     """kill -9: both sides notice the reset at once; after a restart, broadcasts flow."""
     async def test():

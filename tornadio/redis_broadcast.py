@@ -182,6 +182,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._closed = False
         self._clock_offset = 0.0      # Redis's clock minus time.monotonic()
         self._warned_full = self._warned_stale = self._warned_malformed = False
+        self._warned_refused = False
         # State and counters (see stats()).
         self.connected = False
         self.outages = 0
@@ -191,6 +192,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.published = 0
         self.not_published = 0
         self.outbox_full = 0
+        self.refused = 0
         self.received = 0
         self.stale_dropped = 0
         self.own_skipped = 0
@@ -251,6 +253,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             "published": self.published,
             "not_published": self.not_published,
             "outbox_full": self.outbox_full,
+            "refused": self.refused,
             "received": self.received,
             "stale_dropped": self.stale_dropped,
             "malformed": self.malformed,
@@ -398,15 +401,14 @@ class RedisBroadcastBackend(BroadcastBackend):
             delay = self.min_backoff
             self._clock_offset = offset
             self._up()
-            error = await self._serve(client, pubsub, generation)
+            await self._serve(client, pubsub, generation)
             if not self._current(generation):
                 return
-            self._down(error, generation)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
     async def _serve(self, client, pubsub, generation):
-        """Read and write until the connection fails; that failure."""
+        """Read and write until the connection fails (logged and counted by _down)."""
         reader = asyncio.ensure_future(self._read_loop(pubsub))
         writer = asyncio.ensure_future(self._write_loop(client, generation))
         try:
@@ -415,12 +417,11 @@ class RedisBroadcastBackend(BroadcastBackend):
             first = next(iter(done))
             error = (None if first.cancelled() else first.exception()) or ConnectionError(
                 "the subscription ended" if first is reader else "the publisher ended")
-            if first is reader and not writer.done():
+            self._down(error, generation)
+            if not writer.done():
                 # A pipeline in flight may still be answered (a stalled Redis that
                 # resumes in time): the writer waits for it, bounded by its deadlines.
-                self._down(error, generation)
                 await asyncio.wait({writer})
-            return error
         finally:
             for task in (reader, writer):
                 task.cancel()
@@ -482,6 +483,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.connected = True
         self.last_error = None
         self._warned_full = self._warned_stale = self._warned_malformed = False
+        self._warned_refused = False
         self._connected_event.set()
         if self._outage_since is not None:
             log.info("redis broadcast: reconnected to %s after %.1f s; "
@@ -595,24 +597,37 @@ class RedisBroadcastBackend(BroadcastBackend):
                 pipe.publish(channel, data)
             self._in_flight = batch
             # On a failure the batch stays in _in_flight: _serve resolves it False.
-            results = await self._published(pipe.execute(), batch, generation)
+            # raise_on_error=False: a refused PUBLISH (ACL, OOM...) is an answer, not
+            # a broken connection; reconnecting would not help.
+            results = await self._published(pipe.execute(raise_on_error=False),
+                                            batch, generation)
             if not self._current(generation):
                 return
             self._in_flight = None
             now = time.monotonic()
-            published = late = 0
+            published = failed = 0
             for (_, _, future, deadline), receivers in zip(batch, results):
                 if future.done():
                     continue
-                if now <= deadline:
+                if isinstance(receivers, Exception):
+                    self._refused(receivers)
+                elif now <= deadline:
                     future.set_result(int(receivers))
                     published += 1
-                else:
-                    # Confirmed past its deadline: receivers drop it, so it was not published.
-                    future.set_result(False)
-                    late += 1
+                    continue
+                # Refused, or confirmed past its deadline (receivers drop it).
+                future.set_result(False)
+                failed += 1
             self.published += published
-            self._not_published(late)
+            self._not_published(failed)
+
+    def _refused(self, error):
+        self.refused += 1
+        if not self._warned_refused:
+            self._warned_refused = True
+            log.warning("redis broadcast: %s refused PUBLISH (%s: %s); such broadcasts "
+                        "reach this process only, counted in refused", _redact(self.url),
+                        type(error).__name__, error)
 
     async def _published(self, execute, batch, generation):
         """The pipeline's replies. No reply within stall_timeout is an outage,

@@ -220,6 +220,41 @@ def test_kill_and_restart_keep_working(redis_server):
     run(test)
 
 
+def test_publish_refused_by_redis_is_not_an_outage(redis_server):
+    """An ACL user that may not PUBLISH: each broadcast resolves False, one warning,
+    the connection stays (no reconnect-and-warn storm); the password is not logged."""
+    import redis.asyncio as aioredis
+
+    async def test():
+        lines = LogLines()
+        logger = logging.getLogger("tornadio.redis")
+        logger.addHandler(lines)
+        admin = aioredis.Redis.from_url(redis_server.url)
+        await admin.execute_command("ACL", "SETUSER", "listener", "on", ">s3cret",
+                                    "~*", "&*", "+@all", "-publish")
+        url = "redis://listener:s3cret@127.0.0.1:%d/0" % redis_server.port
+        pub = RedisBroadcastBackend(url=url, channel_prefix="faults", **FAST)
+        pub.attach(CHANNEL, lambda group, frames, exclude: None)
+        try:
+            assert await pub.ready(5)
+            for i in range(3):
+                refused = Delivery(0, pub.publish(CHANNEL, None, "m%d" % i, []))
+                await asyncio.wait_for(refused, 10)
+                assert refused.remote is False
+            await asyncio.sleep(0.5)
+            assert pub.connected and pub.stats()["outages"] == 0
+            assert pub.stats()["not_published"] == 3
+            log = lines.of(0)
+            assert len([line for line in log if "refused" in line]) == 1, log
+            assert len(log) == 1 and "s3cret" not in log[0], log  # no outage line
+        finally:
+            logger.removeHandler(lines)
+            await pub.close()
+            await admin.aclose()
+
+    run(test)
+
+
 def test_delivery_is_final_when_done(redis_server):
     """``remote`` is set in the same step that done() becomes True."""
     async def test():

@@ -54,6 +54,13 @@ class Delivery:
         self._remote = None
         self._receivers = 0
         self._future = future
+        if future is not None:
+            # Not needed for done()/remote (read directly); it retrieves a
+            # misbehaving backend's exception, which asyncio would log at GC.
+            future.add_done_callback(self._on_done)
+
+    def _on_done(self, future):
+        self._settled()
 
     def _settled(self):
         """Read the backend's answer the moment it exists: ``done()``, ``remote``

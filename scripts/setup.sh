@@ -3,6 +3,7 @@
 # every step is skipped when its result is already there.
 #
 #   scripts/setup.sh              .venv with TornadIO (editable) + test deps,
+#                                 .venv-redis-oldest (the oldest redis-py allowed),
 #                                 and the socket.io 0.6 client from npm
 #   scripts/setup.sh --browser    ... plus Chromium (Debian package) if missing
 #   scripts/setup.sh --services   ... plus redis-server and nginx-light if missing
@@ -11,7 +12,7 @@
 set -Eeuo pipefail
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 want_browser=0
@@ -55,6 +56,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$meta_hash" ]; then
     say "installing tornadio (editable) with test extras into .venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
     printf '%s\n' "$meta_hash" > "$stamp"
+fi
+
+# -- the oldest redis-py allowed, for tests/scaling/test_redis_py_matrix.py ---
+# A second small venv: the same tornado and pytest as .venv, redis-py pinned to
+# the floor of setup.py's "redis" extra (.venv has the newest).
+redis_floor="$(sed -n 's/.*"redis>=\([0-9][0-9.]*\)".*/\1/p' setup.py | head -n 1)"
+[ -n "$redis_floor" ] || die 'setup.py has no "redis>=X.Y.Z" extra'
+oldest="$root/.venv-redis-oldest"
+oldest_want="$("$venv/bin/python" -c 'import pytest, tornado; print("tornado==%s pytest==%s" % (tornado.version, pytest.__version__))') redis==$redis_floor"
+oldest_stamp="$oldest/.tornadio-installed"
+if [ ! -f "$oldest_stamp" ] || [ "$(cat "$oldest_stamp")" != "$oldest_want" ]; then
+    say "creating $oldest ($oldest_want)"
+    rm -rf "$oldest"
+    "$venv/bin/python" -m venv "$oldest"
+    # shellcheck disable=SC2086  # the list is word-split on purpose
+    "$oldest/bin/python" -m pip install --quiet --disable-pip-version-check $oldest_want
+    printf '%s\n' "$oldest_want" > "$oldest_stamp"
 fi
 
 # -- socket.io 0.6 browser client (npm) -------------------------------------

@@ -61,26 +61,45 @@ class Delivery:
     done and the publication goes on in the background.
     """
 
-    __slots__ = ("local", "remote", "receivers", "_future")
+    __slots__ = ("local", "_remote", "_receivers", "_future")
 
     def __init__(self, local: int, future: "Optional[asyncio.Future[Any]]" = None) -> None:
         self.local = local
-        self.remote = None
-        self.receivers = 0
+        self._remote: Optional[bool] = None
+        self._receivers = 0
         self._future = future
         if future is not None:
-            if future.done():
-                self._settle(future)
-            else:
-                future.add_done_callback(self._settle)
+            # Not needed for done()/remote (read directly); it retrieves a
+            # misbehaving backend's exception, which asyncio would log at GC.
+            future.add_done_callback(self._on_done)
 
-    def _settle(self, future: "asyncio.Future[Any]") -> None:
-        if future.cancelled() or future.exception() is not None:
-            result = False
-        else:
-            result = future.result()
-        self.remote = result is not False and result is not None
-        self.receivers = result if self.remote and isinstance(result, int) else 0
+    def _on_done(self, future: "asyncio.Future[Any]") -> None:
+        self._settled()
+
+    def _settled(self) -> Optional[bool]:
+        """Read the backend's answer the moment it exists: ``done()``, ``remote``
+        and ``receivers`` never disagree, not even for one loop turn."""
+        future = self._future
+        if self._remote is None and future is not None and future.done():
+            if future.cancelled() or future.exception() is not None:
+                result = False
+            else:
+                result = future.result()
+            remote = result is not False and result is not None
+            self._receivers = result if remote and isinstance(result, int) else 0
+            self._remote = remote
+        return self._remote
+
+    @property
+    def remote(self) -> Optional[bool]:
+        """None while pending or without a backend; then whether it was published."""
+        return self._settled()
+
+    @property
+    def receivers(self) -> int:
+        """Processes the backend handed it to (this one included), once published."""
+        self._settled()
+        return self._receivers
 
     @property
     def has_backend(self) -> bool:
@@ -88,7 +107,7 @@ class Delivery:
 
     def done(self) -> bool:
         """True once ``remote`` is final (always, without a backend)."""
-        return self._future is None or self._future.done()
+        return self._future is None or self._settled() is not None
 
     async def _wait(self) -> "Delivery":
         future = self._future
@@ -100,7 +119,6 @@ class Delivery:
                 except (asyncio.CancelledError, Exception):
                     if not future.done():
                         raise
-            self._settle(future)
         return self
 
     def __await__(self) -> Generator[Any, None, "Delivery"]:

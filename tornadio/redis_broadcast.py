@@ -1,6 +1,6 @@
 """A Redis pub/sub broadcast backend: broadcasts reach every TornadIO process.
 
-Needs redis-py >= 5 (``pip install 'tornadio[redis]'``)::
+Needs redis-py >= 5.0.1 (``pip install 'tornadio[redis]'``)::
 
     from tornadio.redis_broadcast import RedisBroadcastBackend
 
@@ -19,6 +19,19 @@ When Redis is unreachable: one warning per outage, reconnection with
 exponential backoff (``min_backoff`` .. ``max_backoff`` seconds), local delivery
 unaffected, and every broadcast made meanwhile reports ``remote=False``
 (nothing is queued for later, nothing is claimed). Recovery is logged once.
+
+When Redis stalls (the process hangs, its TCP connections stay up): a command
+left unanswered for ``stall_timeout`` seconds is an outage like any other, on
+the publishing side (its pipeline) as on a side that only receives (a PING
+sent after ``health_check_interval`` seconds of silence). Whatever redis-py's
+own timeouts are, this backend bounds every wait itself. Each broadcast carries
+a deadline, ``max_delay`` after it was made, on Redis's clock (read with
+``TIME`` at each connection, so the processes' clocks need not agree): a
+receiver drops what arrives later, and a publication that Redis has not
+confirmed by then resolves ``False`` (the connection that carried it stays open
+until then, in case Redis resumes and confirms it). So nothing reaches another
+process more than ``max_delay`` late, however long the stall, and ``False``
+means the others did not get it.
 """
 import asyncio
 import json
@@ -33,8 +46,10 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import TimeoutError as _RedisTimeout
 except ImportError:  # pragma: no cover - depends on the environment
     aioredis = None
+    _RedisTimeout = asyncio.TimeoutError
 
 from tornadio.broadcast import BroadcastBackend
 from tornadio.session import call_user
@@ -45,8 +60,16 @@ __all__ = ["RedisBroadcastBackend"]
 
 _GLOB_SPECIAL = "\\*?[]"
 
-#: Message envelope version, first item of every published JSON array.
-_FORMAT = 1
+#: Message envelope version, first item of every published JSON array:
+#: ``[version, process id, deadline on Redis's clock, group, exclude, frames]``.
+_FORMAT = 2
+
+#: Timeouts as raised by asyncio.wait_for and by redis-py's socket timeouts.
+_TIMEOUTS = (asyncio.TimeoutError, _RedisTimeout)
+
+
+class _Stalled(ConnectionError):
+    """Redis kept the connection open but did not answer in time."""
 
 
 def _redact(url):
@@ -68,6 +91,20 @@ def _glob_escape(text):
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
+def _resolve(futures, result):
+    """Set ``result`` on those not done; how many were set. A future of a loop
+    that is closed by now still gets its result (only its callbacks are lost)."""
+    count = 0
+    for future in futures:
+        if not future.done():
+            try:
+                future.set_result(result)
+            except RuntimeError:  # "Event loop is closed": the result is set anyway
+                pass
+            count += 1
+    return count
+
+
 class RedisBroadcastBackend(BroadcastBackend):
     """Cross-process broadcasts over Redis pub/sub (see the module docstring).
 
@@ -78,14 +115,26 @@ class RedisBroadcastBackend(BroadcastBackend):
     :param min_backoff: first reconnection delay in seconds, doubled after
         each failed attempt ...
     :param max_backoff: ... up to this many seconds
-    :param connect_timeout: seconds for each connection attempt
-    :param health_check_interval: seconds between PINGs on an idle
-        subscription, so that a dead peer is noticed without traffic (0: off)
+    :param connect_timeout: seconds for each connection attempt, from TCP
+        connect to the confirmed subscription
+    :param stall_timeout: seconds Redis may leave a command unanswered (a
+        publication pipeline, the subscription's PING) before the connection
+        counts as lost
+    :param health_check_interval: seconds of silence on the subscription
+        after which a PING is sent, so that a stall is noticed by a process
+        that only receives (0: off)
+    :param max_delay: seconds after a broadcast was made beyond which no
+        process delivers it; its publication, unless Redis confirmed it by
+        then, resolves ``False``
+    :param max_outbox: most broadcasts waiting for Redis; beyond, a broadcast
+        resolves ``remote=False`` at once
     :param max_batch: most messages sent in one pipeline round trip
     :param redis_options: more keyword arguments for ``redis.asyncio.Redis``
     :raises ImportError: redis-py is not installed
     :raises ValueError: an empty ``channel_prefix``, or backoffs not
         ``0 < min_backoff <= max_backoff``
+
+    Raises ValueError for a setting out of range, ImportError without redis-py.
 
     One backend may serve several routers (one channel each). Create it
     anywhere, even before ``fork_processes()``: the process id and the Redis
@@ -94,32 +143,50 @@ class RedisBroadcastBackend(BroadcastBackend):
 
     def __init__(self, url="redis://127.0.0.1:6379/0", channel_prefix="tornadio",
                  min_backoff=0.1, max_backoff=5.0, connect_timeout=2.0,
-                 health_check_interval=10, max_batch=512, redis_options=None):
+                 stall_timeout=3.0, health_check_interval=1.0, max_delay=5.0,
+                 max_outbox=10000, max_batch=512, redis_options=None):
         if aioredis is None:
             raise ImportError("RedisBroadcastBackend needs redis-py: pip install 'tornadio[redis]'")
         if not isinstance(channel_prefix, str) or not channel_prefix:
             raise ValueError("channel_prefix must be a non-empty string")
         if not 0 < min_backoff <= max_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
+        for name, value in (("connect_timeout", connect_timeout),
+                            ("stall_timeout", stall_timeout), ("max_delay", max_delay)):
+            if not value > 0:
+                raise ValueError("%s must be > 0 seconds, not %r" % (name, value))
+        if not health_check_interval >= 0:
+            raise ValueError("health_check_interval must be >= 0 (0: off), not %r"
+                             % (health_check_interval,))
+        for name, value in (("max_outbox", max_outbox), ("max_batch", max_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError("%s must be an int >= 1, not %r" % (name, value))
         self.url = url
         self.channel_prefix = channel_prefix
         self.min_backoff = float(min_backoff)
         self.max_backoff = float(max_backoff)
-        self.connect_timeout = connect_timeout
-        self.health_check_interval = health_check_interval
+        self.connect_timeout = float(connect_timeout)
+        self.stall_timeout = float(stall_timeout)
+        self.health_check_interval = float(health_check_interval)
+        self.max_delay = float(max_delay)
+        self.max_outbox = max_outbox
         self.max_batch = max_batch
         self.redis_options = dict(redis_options or {})
         self.process_id = None
         self._pid = None
+        self._loop = None
+        self._generation = 0          # bumped when a new process or loop takes over
         self._receivers = {}          # full channel name -> receiver
-        self._outbox = deque()        # (channel, data, future) waiting for the publisher
+        # Broadcasts not answered yet, each (channel, data, future, local deadline):
+        self._outbox = deque()        # waiting for the publisher
+        self._in_flight = None        # the pipeline Redis has not answered yet
         self._wake = None
         self._connected_event = None
         self._task = None
-        self._client = None
-        self._pubsub = None
         self._closed = False
-        self._loop = None
+        self._clock_offset = 0.0      # Redis's clock minus time.monotonic()
+        self._warned_full = self._warned_stale = self._warned_malformed = False
+        self._warned_refused = False
         # State and counters (see stats()).
         self.connected = False
         self.outages = 0
@@ -128,7 +195,10 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.last_error = None
         self.published = 0
         self.not_published = 0
+        self.outbox_full = 0
+        self.refused = 0
         self.received = 0
+        self.stale_dropped = 0
         self.own_skipped = 0
         self.malformed = 0
 
@@ -162,9 +232,16 @@ class RedisBroadcastBackend(BroadcastBackend):
             self._not_published(1)
             future.set_result(False)
             return future
-        data = json.dumps([_FORMAT, self.process_id, group, list(exclude), frames],
+        if len(self._outbox) >= self.max_outbox:
+            self._reject_full()
+            future.set_result(False)
+            return future
+        now = time.monotonic()
+        deadline = now + self.max_delay
+        data = json.dumps([_FORMAT, self.process_id, round(deadline + self._clock_offset, 3),
+                           group, list(exclude), frames],
                           ensure_ascii=False, separators=(",", ":"))
-        self._outbox.append((self._full(channel), data, future))
+        self._outbox.append((self._full(channel), data, future, deadline))
         self._wake.set()
         return future
 
@@ -176,8 +253,11 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._ensure_running()
         if self.connected:
             return True
+        if self._closed or self._connected_event is None:
+            return False
         try:
-            await asyncio.wait_for(asyncio.shield(self._connected_event.wait()), timeout)
+            # Not shielded: a timed-out wait must leave no waiter behind.
+            await asyncio.wait_for(self._connected_event.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         return self.connected
@@ -194,30 +274,40 @@ class RedisBroadcastBackend(BroadcastBackend):
             "last_error": self.last_error,
             "published": self.published,
             "not_published": self.not_published,
+            "outbox_full": self.outbox_full,
+            "refused": self.refused,
             "received": self.received,
+            "stale_dropped": self.stale_dropped,
+            "malformed": self.malformed,
             "pending": len(self._outbox),
+            "in_flight": len(self._in_flight or ()),
         }
 
     async def close(self, drain_timeout=2.0):
-        """Publish what is pending (for at most ``drain_timeout`` s), then stop
-        reconnecting and drop the connections; what is still pending resolves False.
+        """Publish what is pending or in flight (for at most ``drain_timeout`` s),
+        then stop reconnecting and drop the connections; what Redis has not
+        confirmed by then resolves False.
 
         A shutdown's last words (``on_close`` broadcasts such as "X left") are
         sent, not dropped.
         """
-        pending = [future for _, _, future in self._outbox if not future.done()]
-        if pending and self.connected:
+        same_loop = self._loop is asyncio.get_running_loop()
+        pending = [future for _, _, future, _ in self._unanswered() if not future.done()]
+        if pending and self.connected and same_loop:
             await asyncio.wait(pending, timeout=drain_timeout)
         self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
             try:
-                await task
-            except (asyncio.CancelledError, Exception):
+                task.cancel()
+            except RuntimeError:  # its loop is closed: the task is gone with it
                 pass
-        self._fail_outbox()
-        await self._teardown()
+            if same_loop:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._resolve_all_now()
         self.connected = False
 
     # -- internals ----------------------------------------------------------------
@@ -234,104 +324,175 @@ class RedisBroadcastBackend(BroadcastBackend):
             return  # not inside the IOLoop yet: started by the first call that is
         pid = os.getpid()
         if self._pid != pid or self._loop is not loop:
-            # A new process (fork) or a new loop: nothing inherited is usable.
+            # A new process (fork) or a new loop: nothing inherited is usable, and
+            # what the old task left unanswered will never be answered.
+            old_task = self._task
+            self._resolve_all_now()
+            if old_task is not None and not old_task.done():
+                try:
+                    old_task.cancel()  # runs, if ever, when its own loop runs again
+                except RuntimeError:
+                    pass
+            self._generation += 1
             self._pid = pid
             self._loop = loop
             self.process_id = "%d-%s" % (pid, secrets.token_hex(6))
             self._task = None
-            self._client = self._pubsub = None
-            self._outbox.clear()
+            self._outbox = deque()
+            self._in_flight = None
             self.connected = False
             self._wake = asyncio.Event()
             self._connected_event = asyncio.Event()
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run())
+            self._task = loop.create_task(self._run(self._generation))
+
+    def _current(self, generation):
+        return generation == self._generation and not self._closed
+
+    def _unanswered(self):
+        """Every (channel, data, future, deadline) not answered by Redis yet."""
+        return list(self._outbox) + list(self._in_flight or ())
 
     def _not_published(self, count):
         self.not_published += count
         if self._outage_since is not None:
             self._unpublished_in_outage += count
 
-    def _fail_outbox(self):
-        failed = 0
-        while self._outbox:
-            _, _, future = self._outbox.popleft()
-            if not future.done():
-                future.set_result(False)
-                failed += 1
-        if failed:
-            self._not_published(failed)
+    def _reject_full(self):
+        self.outbox_full += 1
+        self._not_published(1)
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("redis broadcast: %d broadcasts wait for %s (max_outbox); until "
+                        "they drain, new ones reach this process only",
+                        len(self._outbox), _redact(self.url))
 
-    async def _run(self):
+    def _fail_outbox(self):
+        """The outbox will not be sent: its broadcasts never left this process."""
+        outbox, self._outbox = self._outbox, deque()
+        self._not_published(_resolve([future for _, _, future, _ in outbox], False))
+
+    def _resolve_all_now(self):
+        """Closing, a lost connection, a new process/loop: what Redis has not
+        answered resolves False now."""
+        futures = [future for _, _, future, _ in self._unanswered()]
+        self._outbox = deque()
+        self._in_flight = None
+        self._not_published(_resolve(futures, False))
+
+    def _down(self, error, generation):
+        """The connection failed (once per connection): new broadcasts resolve
+        False at once, the outbox fails, the outage is logged. A pipeline in
+        flight may still finish (see _published)."""
+        if generation != self._generation or not self.connected:
+            return
+        self.connected = False
+        self._connected_event.clear()
+        self._fail_outbox()
+        self._wake.set()  # an idle writer ends
+        self._lost(error, connecting=False)
+
+    @staticmethod
+    async def _answer(awaitable, limit, problem):
+        """``await awaitable`` for at most ``limit`` s, else _Stalled(problem % limit)."""
+        try:
+            return await asyncio.wait_for(awaitable, limit)
+        except _TIMEOUTS:
+            raise _Stalled(problem % limit) from None
+
+    async def _run(self, generation):
         """Connect, serve until the connection breaks, back off, again; forever."""
         delay = self.min_backoff
-        while not self._closed:
+        while self._current(generation):
             try:
-                await self._connect()
+                client, pubsub, offset = await self._answer(
+                    self._connect(), self.connect_timeout,
+                    "connecting took more than %g s (no reply from Redis)")
             except asyncio.CancelledError:
-                await self._teardown()
                 raise
             except Exception as exc:
-                await self._teardown()
+                if not self._current(generation):
+                    return
                 self._lost(exc, connecting=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
+            if not self._current(generation):
+                await self._disconnect(client, pubsub)
+                return
             delay = self.min_backoff
+            self._clock_offset = offset
             self._up()
-            reader = asyncio.ensure_future(self._read_loop())
-            writer = asyncio.ensure_future(self._write_loop())
-            try:
-                done, _ = await asyncio.wait({reader, writer},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                error = next(iter(done)).exception() or ConnectionError("loop ended")
-            except asyncio.CancelledError:
-                error = None
-                raise
-            finally:
-                for task in (reader, writer):
-                    task.cancel()
-                for task in (reader, writer):
-                    try:
-                        await task
-                    except (asyncio.CancelledError, Exception):
-                        pass
-                self.connected = False
-                self._connected_event.clear()
-                self._fail_outbox()
-                await self._teardown()
-            self._lost(error, connecting=False)
+            await self._serve(client, pubsub, generation)
+            if not self._current(generation):
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
+    async def _serve(self, client, pubsub, generation):
+        """Read and write until the connection fails (logged and counted by _down)."""
+        reader = asyncio.ensure_future(self._read_loop(pubsub))
+        writer = asyncio.ensure_future(self._write_loop(client, generation))
+        try:
+            done, _ = await asyncio.wait({reader, writer},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            first = next(iter(done))
+            error = (None if first.cancelled() else first.exception()) or ConnectionError(
+                "the subscription ended" if first is reader else "the publisher ended")
+            self._down(error, generation)
+            if not writer.done():
+                # A pipeline in flight may still be answered (a stalled Redis that
+                # resumes in time): the writer waits for it, bounded by its deadlines.
+                await asyncio.wait({writer})
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            if generation == self._generation:  # also when closing
+                self.connected = False
+                self._connected_event.clear()
+                self._resolve_all_now()
+            await self._disconnect(client, pubsub)
+
     async def _connect(self):
+        """New connections, subscribed: (client, pubsub, Redis clock offset)."""
         options = {
             "decode_responses": True,
             "socket_connect_timeout": self.connect_timeout,
+            # No timeout of redis-py's own: every wait here is bounded, and a
+            # pipeline in flight must stay readable until its deadline.
+            "socket_timeout": None,
             "socket_keepalive": True,
-            "health_check_interval": self.health_check_interval,
-            # Our own loop reconnects; redis-py's hidden retries would mask outages.
+            # Our own loop reconnects and checks health; redis-py's hidden
+            # retries would mask outages, its health checks have no deadline.
             "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
         }
         options.update(self.redis_options)
-        self._client = aioredis.Redis.from_url(self.url, **options)
-        await asyncio.wait_for(self._client.ping(), self.connect_timeout)
-        self._pubsub = self._client.pubsub()
-        pattern = _glob_escape(self.channel_prefix) + ":*"
-        await asyncio.wait_for(self._pubsub.psubscribe(pattern), self.connect_timeout)
-        # Listening only counts once Redis confirmed the subscription.
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ConnectionError("no psubscribe confirmation from Redis")
-            message = await self._pubsub.get_message(timeout=remaining)
-            if message is not None and message.get("type") == "psubscribe":
-                break
+        client = aioredis.Redis.from_url(self.url, **options)
+        pubsub = None
+        try:
+            await client.ping()
+            before = time.monotonic()
+            seconds, microseconds = await client.time()
+            after = time.monotonic()
+            offset = seconds + microseconds / 1e6 - (before + after) / 2
+            pubsub = client.pubsub()
+            await pubsub.psubscribe(_glob_escape(self.channel_prefix) + ":*")
+            # Listening only counts once Redis confirmed the subscription.
+            while True:
+                message = await pubsub.get_message(timeout=self.connect_timeout)
+                if message is not None and message.get("type") == "psubscribe":
+                    return client, pubsub, offset
+        except BaseException:
+            await self._disconnect(client, pubsub)
+            raise
 
-    async def _teardown(self):
-        pubsub, self._pubsub = self._pubsub, None
-        client, self._client = self._client, None
+    async def _disconnect(self, client, pubsub):
         for closing in (pubsub, client):
             if closing is None:
                 continue
@@ -343,6 +504,8 @@ class RedisBroadcastBackend(BroadcastBackend):
     def _up(self):
         self.connected = True
         self.last_error = None
+        self._warned_full = self._warned_stale = self._warned_malformed = False
+        self._warned_refused = False
         self._connected_event.set()
         if self._outage_since is not None:
             log.info("redis broadcast: reconnected to %s after %.1f s; "
@@ -356,7 +519,11 @@ class RedisBroadcastBackend(BroadcastBackend):
                      _redact(self.url), self.process_id)
 
     def _lost(self, error, connecting):
-        self.last_error = "%s: %s" % (type(error).__name__, error) if error else None
+        if error is None:
+            self.last_error = None
+        else:
+            kind = "stalled" if isinstance(error, _Stalled) else type(error).__name__
+            self.last_error = "%s: %s" % (kind, error)
         if self._closed:
             return
         if self._outage_since is None:
@@ -371,27 +538,58 @@ class RedisBroadcastBackend(BroadcastBackend):
             log.debug("redis broadcast: still no connection to %s (%s)",
                       _redact(self.url), self.last_error)
 
-    async def _read_loop(self):
-        pubsub = self._pubsub
-        interval = self.health_check_interval or 1.0
+    async def _read_loop(self, pubsub):
+        """Deliver what others publish; a PING after each silence, answered in time."""
+        interval = self.health_check_interval
+        heard = time.monotonic()
+        ping_sent = None
         while True:
-            # A bounded wait, so that redis-py sends its health-check PINGs.
-            message = await pubsub.get_message(timeout=interval)
-            if message is None or message.get("type") != "pmessage":
+            now = time.monotonic()
+            if ping_sent is not None:
+                wait = ping_sent + self.stall_timeout - now
+                if wait <= 0:
+                    raise _Stalled("no reply to PING on the subscription within %g s"
+                                   % self.stall_timeout)
+            elif interval and now - heard >= interval:
+                await self._answer(pubsub.ping(), self.stall_timeout,
+                                   "could not send a PING within %g s")
+                ping_sent = time.monotonic()
                 continue
-            self._incoming(message["channel"], message["data"])
+            else:
+                # Never timeout=None: redis-py would apply socket_timeout if set.
+                wait = heard + interval - now if interval else 1.0
+            message = await pubsub.get_message(timeout=wait)
+            if message is None:
+                continue
+            heard = time.monotonic()
+            ping_sent = None
+            if message.get("type") == "pmessage":
+                self._incoming(message["channel"], message["data"])
 
     def _incoming(self, channel, data):
         try:
-            version, origin, group, exclude, frames = json.loads(data)
+            version, origin, deadline, group, exclude, frames = json.loads(data)
             if version != _FORMAT or not isinstance(frames, str):
                 raise ValueError("unknown envelope")
+            late = time.monotonic() + self._clock_offset - float(deadline)
         except (ValueError, TypeError):
             self.malformed += 1
-            log.warning("redis broadcast: ignoring a malformed message on %s", channel)
+            if not self._warned_malformed:
+                self._warned_malformed = True
+                log.warning("redis broadcast: ignoring a malformed message on %s (another "
+                            "TornadIO version?); further ones are counted in malformed",
+                            channel)
             return
         if origin == self.process_id:
             self.own_skipped += 1
+            return
+        if late > 0:
+            self.stale_dropped += 1
+            if not self._warned_stale:
+                self._warned_stale = True
+                log.warning("redis broadcast: dropped a broadcast from process %s on %s: it "
+                            "came %.1f s past its max_delay (Redis stalled?); further drops "
+                            "are counted in stale_dropped", origin, _redact(self.url), late)
             return
         receiver = self._receivers.get(channel)
         if receiver is None:
@@ -399,28 +597,76 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.received += 1
         call_user("broadcast receiver", receiver, group, frames, exclude)
 
-    async def _write_loop(self):
-        client = self._client
-        outbox = self._outbox
-        while True:
+    async def _write_loop(self, client, generation):
+        """Publish the outbox in order, one pipeline at a time, each answered in time."""
+        while self.connected and self._current(generation):
+            outbox = self._outbox
             if not outbox:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = [outbox.popleft() for _ in range(min(len(outbox), self.max_batch))]
+            now = time.monotonic()
+            batch = []
+            expired = []
+            while outbox and len(batch) < self.max_batch:
+                entry = outbox.popleft()
+                (batch if entry[3] >= now else expired).append(entry)
+            self._not_published(_resolve([future for _, _, future, _ in expired], False))
+            if not batch:
+                continue
             pipe = client.pipeline(transaction=False)
-            for channel, data, _ in batch:
+            for channel, data, _, _ in batch:
                 pipe.publish(channel, data)
-            try:
-                results = await pipe.execute()
-            except BaseException:
-                # Whether Redis got any of them is unknown: never claim it did.
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(False)
-                self._not_published(len(batch))
-                raise
-            for (_, _, future), receivers in zip(batch, results):
-                if not future.done():
+            self._in_flight = batch
+            # On a failure the batch stays in _in_flight: _serve resolves it False.
+            # raise_on_error=False: a refused PUBLISH (ACL, OOM...) is an answer, not
+            # a broken connection; reconnecting would not help.
+            results = await self._published(pipe.execute(raise_on_error=False),
+                                            batch, generation)
+            if not self._current(generation):
+                return
+            self._in_flight = None
+            now = time.monotonic()
+            published = failed = 0
+            for (_, _, future, deadline), receivers in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(receivers, Exception):
+                    self._refused(receivers)
+                elif now <= deadline:
                     future.set_result(int(receivers))
-            self.published += len(batch)
+                    published += 1
+                    continue
+                # Refused, or confirmed past its deadline (receivers drop it).
+                future.set_result(False)
+                failed += 1
+            self.published += published
+            self._not_published(failed)
+
+    def _refused(self, error):
+        self.refused += 1
+        if not self._warned_refused:
+            self._warned_refused = True
+            log.warning("redis broadcast: %s refused PUBLISH (%s: %s); such broadcasts "
+                        "reach this process only, counted in refused", _redact(self.url),
+                        type(error).__name__, error)
+
+    async def _published(self, execute, batch, generation):
+        """The pipeline's replies. No reply within stall_timeout is an outage,
+        declared at once; the reply is still awaited until the newest broadcast's
+        deadline, because a stalled Redis that resumes before then does deliver
+        them: only past it is False true for every receiver."""
+        execute = asyncio.ensure_future(execute)
+        try:
+            return await asyncio.wait_for(asyncio.shield(execute), self.stall_timeout)
+        except _TIMEOUTS:
+            stalled = _Stalled("no reply to PUBLISH within %g s" % self.stall_timeout)
+        except BaseException:
+            execute.cancel()
+            raise
+        self._down(stalled, generation)
+        remaining = max(deadline for _, _, _, deadline in batch) - time.monotonic()
+        try:
+            return await asyncio.wait_for(execute, max(0.0, remaining))
+        except _TIMEOUTS:
+            raise stalled from None

@@ -144,7 +144,18 @@ class RedisServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(STOP_TIMEOUT)
 
+    def pause(self):
+        """SIGSTOP: a stall (the process hangs, its TCP connections stay up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after :meth:`pause`; harmless on a running or dead process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self):
+        self.resume()  # a stopped process would not act on SIGTERM
         stop_process(self.proc)
 
     def __enter__(self):

@@ -10,9 +10,10 @@ import logging
 import warnings
 import weakref
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Generic, List, Optional,
+                    TypeVar, Union, overload)
 
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 
 from tornadio.proto import EncodeError
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from tornadio.session import Session
 
 log = logging.getLogger("tornadio.conn")
+
+_T = TypeVar("_T")
 
 
 class ConnectionInfo:
@@ -36,49 +39,53 @@ class ConnectionInfo:
     __slots__ = ("remote_ip", "headers", "path", "host", "protocol", "transport",
                  "_query_arguments", "_cookies", "_arguments")
 
-    def __init__(self, request, transport):
-        self.remote_ip = request.remote_ip
+    def __init__(self, request: HTTPServerRequest, transport: str) -> None:
+        """``request``: the request that opened the session; ``transport``: its
+        transport name (``'websocket'``, ``'xhr-polling'``...)."""
+        self.remote_ip: Optional[str] = request.remote_ip  # as Tornado types it
         # The request's own header object (not a copy): read-only here, and an
         # idle server holds one of these per client.
-        self.headers = request.headers
-        self.path = request.path
-        self.host = request.host
-        self.protocol = request.protocol
+        self.headers: HTTPHeaders = request.headers
+        self.path: str = request.path
+        self.host: str = request.host
+        self.protocol: str = request.protocol
         self.transport = transport
-        self._query_arguments = request.query_arguments
-        self._cookies = None
-        self._arguments = None
+        self._query_arguments: Dict[str, List[bytes]] = request.query_arguments
+        self._cookies: Optional[Dict[str, str]] = None
+        self._arguments: Optional[Dict[str, List[str]]] = None
 
     @property
-    def cookies(self):
+    def cookies(self) -> Dict[str, str]:
         """Cookie name → value, parsed on first use."""
         if self._cookies is None:
             self._cookies = _parse_cookies(self.headers.get("Cookie", ""))
         return self._cookies
 
     @property
-    def arguments(self):
+    def arguments(self) -> Dict[str, List[str]]:
         """Query argument name → list of str, decoded on first use."""
         if self._arguments is None:
             self._arguments = {name: [value.decode("utf-8", "replace") for value in values]
                                for name, values in self._query_arguments.items()}
         return self._arguments
 
-    def get_argument(self, name, default=None):
-        """The last value of a query argument, as Tornado's ``get_argument`` does."""
+    def get_argument(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The last value of the query argument ``name``, as Tornado's
+        ``get_argument`` does; ``default`` when absent (never raises)."""
         values = self.arguments.get(name)
         return values[-1] if values else default
 
-    def get_cookie(self, name, default=None):
+    def get_cookie(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The value of the cookie ``name``; ``default`` when absent or unparseable."""
         return self.cookies.get(name, default)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ConnectionInfo(remote_ip=%r, transport=%r, path=%r)" % (
             self.remote_ip, self.transport, self.path)
 
 
-def _parse_cookies(header):
-    cookies = {}
+def _parse_cookies(header: str) -> Dict[str, str]:
+    cookies: Dict[str, str] = {}
     if header:
         try:
             parsed = SimpleCookie()
@@ -90,7 +97,7 @@ def _parse_cookies(header):
 
 
 
-class _Fact:
+class _Fact(Generic[_T]):
     """A read-only attribute that an instance attribute of the same name shadows.
 
     2011 connections had plain attributes, and applications assign names such
@@ -98,19 +105,26 @@ class _Fact:
     make that assignment raise. The library itself reads the session, never these.
     """
 
-    def __init__(self, getter):
+    def __init__(self, getter: Callable[[Any], _T]) -> None:
         self.getter = getter
         self.__doc__ = getter.__doc__
 
-    def __get__(self, instance, owner=None):
+    @overload
+    def __get__(self, instance: None, owner: Optional[type] = None) -> "_Fact[_T]": ...
+
+    @overload
+    def __get__(self, instance: object, owner: Optional[type] = None) -> _T: ...
+
+    def __get__(self, instance: Optional[object],
+                owner: Optional[type] = None) -> Union["_Fact[_T]", _T]:
         return self if instance is None else self.getter(instance)
 
 
 #: Classes already warned about one deprecated name, per name.
-_WARNED = {}
+_WARNED: Dict[str, "weakref.WeakSet[type]"] = {}
 
 
-def _warn_once(cls, name, advice, stacklevel=3):
+def _warn_once(cls: type, name: str, advice: str, stacklevel: int = 3) -> None:
     """One DeprecationWarning per connection class and name, pointing at the caller."""
     warned = _WARNED.setdefault(name, weakref.WeakSet())
     if cls in warned:
@@ -120,7 +134,7 @@ def _warn_once(cls, name, advice, stacklevel=3):
                   % (cls.__qualname__, name, advice), DeprecationWarning, stacklevel=stacklevel)
 
 
-def _text(value):
+def _text(value: Any) -> Any:
     # Python 2 code sent byte strings as text; ported code still does (redis-py
     # replies, file contents). JSON has no bytes, so decoding loses nothing.
     if isinstance(value, (bytes, bytearray)):
@@ -201,7 +215,9 @@ class SocketConnection:
     # may well keep its own object under the name ``session``.
     def broadcaster(self) -> "Broadcaster":
         """The :class:`tornadio.broadcast.Broadcaster` of this connection's router."""
-        return self._tornadio_session.container.router.broadcaster()
+        router = self._tornadio_session.container.router
+        assert router is not None, "a session of no router has no broadcaster"
+        return router.broadcaster()
 
     def join(self, group: str) -> bool:
         """Enter the broadcast group ``group`` (a str); left automatically on close."""
@@ -296,7 +312,7 @@ class ProtocolAlias:
 
     __slots__ = ("_connection",)
 
-    def __init__(self, connection: SocketConnection):
+    def __init__(self, connection: SocketConnection) -> None:
         self._connection = connection
 
     @property
@@ -317,21 +333,21 @@ class ProtocolAlias:
     def close(self) -> None:
         self._connection.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<ProtocolAlias of %r>" % (self._connection,)
 
 
 class _RefusedConnection(SocketConnection):
     """Stands in for a connection the factory failed to build: the client is refused."""
 
-    def on_open(self, request, *args, **kwargs):
+    def on_open(self, request: HTTPServerRequest, *args: str, **kwargs: str) -> bool:
         return False
 
-    def on_message(self, message):
+    def on_message(self, message: Any) -> None:
         pass
 
 
-def _binds(signature, count):
+def _binds(signature: inspect.Signature, count: int) -> bool:
     try:
         signature.bind(*([None] * count))
     except TypeError:
@@ -356,7 +372,8 @@ class ConnectionFactory:
 
     __slots__ = ("build", "heartbeat_interval", "_session_only")
 
-    def __init__(self, build: Callable[..., SocketConnection], heartbeat_interval: float = 12):
+    def __init__(self, build: Callable[..., SocketConnection],
+                 heartbeat_interval: float = 12) -> None:
         if isinstance(build, type):
             if not issubclass(build, SocketConnection):
                 raise TypeError("get_router() needs a SocketConnection subclass or a callable "
@@ -401,5 +418,5 @@ class ConnectionFactory:
             return _RefusedConnection(session)
         return connection
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ConnectionFactory(%r)" % (self.build,)

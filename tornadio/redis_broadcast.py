@@ -40,19 +40,30 @@ import os
 import secrets
 import time
 from collections import deque
+from typing import (TYPE_CHECKING, Any, Awaitable, Deque, Dict, Iterable, List, Mapping, Optional,
+                    Tuple, Type, TypeVar, Union)
 from urllib.parse import urlsplit, urlunsplit
 
+#: Raised by redis-py's socket timeouts (asyncio's when redis-py is missing).
+_RedisTimeout: Type[BaseException]
+#: Why redis-py cannot be used (None: it can).
+_REDIS_MISSING: Optional[ImportError]
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import TimeoutError as _RedisTimeout
-except ImportError:  # pragma: no cover - depends on the environment
-    aioredis = None
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+    _RedisTimeout = _RedisTimeoutError
+    _REDIS_MISSING = None
+except ImportError as exc:  # pragma: no cover - depends on the environment
     _RedisTimeout = asyncio.TimeoutError
+    _REDIS_MISSING = exc
 
-from tornadio.broadcast import BroadcastBackend
+from tornadio.broadcast import BroadcastBackend, Receiver
 from tornadio.session import call_user
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
 
 log = logging.getLogger("tornadio.redis")
 
@@ -67,12 +78,19 @@ _FORMAT = 2
 #: Timeouts as raised by asyncio.wait_for and by redis-py's socket timeouts.
 _TIMEOUTS = (asyncio.TimeoutError, _RedisTimeout)
 
+#: What a publication resolves to: the number of receiving processes, or False.
+_Outcome = asyncio.Future[Union[int, bool]]
+#: A broadcast waiting for Redis: (full channel, envelope, outcome, local deadline).
+_Entry = Tuple[str, str, _Outcome, float]
+
+_T = TypeVar("_T")
+
 
 class _Stalled(ConnectionError):
     """Redis kept the connection open but did not answer in time."""
 
 
-def _redact(url):
+def _redact(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -87,11 +105,11 @@ def _redact(url):
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _glob_escape(text):
+def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
-def _resolve(futures, result):
+def _resolve(futures: Iterable[_Outcome], result: Union[int, bool]) -> int:
     """Set ``result`` on those not done; how many were set. A future of a loop
     that is closed by now still gets its result (only its callbacks are lost)."""
     count = 0
@@ -141,11 +159,13 @@ class RedisBroadcastBackend(BroadcastBackend):
     connections are made lazily, in the process that uses them.
     """
 
-    def __init__(self, url="redis://127.0.0.1:6379/0", channel_prefix="tornadio",
-                 min_backoff=0.1, max_backoff=5.0, connect_timeout=2.0,
-                 stall_timeout=3.0, health_check_interval=1.0, max_delay=5.0,
-                 max_outbox=10000, max_batch=512, redis_options=None):
-        if aioredis is None:
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", channel_prefix: str = "tornadio",
+                 min_backoff: float = 0.1, max_backoff: float = 5.0,
+                 connect_timeout: float = 2.0, stall_timeout: float = 3.0,
+                 health_check_interval: float = 1.0, max_delay: float = 5.0,
+                 max_outbox: int = 10000, max_batch: int = 512,
+                 redis_options: Optional[Mapping[str, Any]] = None) -> None:
+        if _REDIS_MISSING is not None:
             raise ImportError("RedisBroadcastBackend needs redis-py: pip install 'tornadio[redis]'")
         if not isinstance(channel_prefix, str) or not channel_prefix:
             raise ValueError("channel_prefix must be a non-empty string")
@@ -171,18 +191,19 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.max_delay = float(max_delay)
         self.max_outbox = max_outbox
         self.max_batch = max_batch
-        self.redis_options = dict(redis_options or {})
-        self.process_id = None
-        self._pid = None
-        self._loop = None
+        self.redis_options: Dict[str, Any] = dict(redis_options or {})
+        self.process_id: Optional[str] = None
+        self._pid: Optional[int] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._generation = 0          # bumped when a new process or loop takes over
-        self._receivers = {}          # full channel name -> receiver
-        # Broadcasts not answered yet, each (channel, data, future, local deadline):
-        self._outbox = deque()        # waiting for the publisher
-        self._in_flight = None        # the pipeline Redis has not answered yet
-        self._wake = None
-        self._connected_event = None
-        self._task = None
+        self._receivers: Dict[str, Receiver] = {}  # full channel name -> receiver
+        # Broadcasts not answered yet (see _Entry):
+        self._outbox: Deque[_Entry] = deque()      # waiting for the publisher
+        self._in_flight: Optional[List[_Entry]] = None  # the pipeline Redis has not answered yet
+        # Made with the loop (_ensure_running), so never None once connected:
+        self._wake: Optional[asyncio.Event] = None
+        self._connected_event: Optional[asyncio.Event] = None
+        self._task: Optional["asyncio.Task[None]"] = None
         self._closed = False
         self._clock_offset = 0.0      # Redis's clock minus time.monotonic()
         self._warned_full = self._warned_stale = self._warned_malformed = False
@@ -190,9 +211,9 @@ class RedisBroadcastBackend(BroadcastBackend):
         # State and counters (see stats()).
         self.connected = False
         self.outages = 0
-        self._outage_since = None
+        self._outage_since: Optional[float] = None
         self._unpublished_in_outage = 0
-        self.last_error = None
+        self.last_error: Optional[str] = None
         self.published = 0
         self.not_published = 0
         self.outbox_full = 0
@@ -203,7 +224,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.malformed = 0
 
     # -- BroadcastBackend ---------------------------------------------------------
-    def attach(self, channel, receiver):
+    def attach(self, channel: str, receiver: Receiver) -> None:
         """Deliver what other processes publish on ``channel`` to ``receiver(group, frames, exclude)``.
 
         Starts the connection task when called inside the IOLoop.
@@ -211,13 +232,14 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._receivers[self._full(channel)] = receiver
         self._ensure_running()
 
-    def detach(self, channel, receiver):
+    def detach(self, channel: str, receiver: Receiver) -> None:
         """Stop delivering ``channel`` to ``receiver`` (a no-op if it was not attached)."""
         full = self._full(channel)
         if self._receivers.get(full) == receiver:
             del self._receivers[full]
 
-    def publish(self, channel, group, frames, exclude):
+    def publish(self, channel: str, group: Optional[str], frames: str,
+                exclude: Iterable[str]) -> _Outcome:
         """Queue encoded ``frames`` for the processes listening on ``channel``.
 
         :param group: the group name, or None for every session
@@ -227,7 +249,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             never raises. Must be called inside the IOLoop.
         """
         self._ensure_running()
-        future = asyncio.get_running_loop().create_future()
+        future: _Outcome = asyncio.get_running_loop().create_future()
         if not self.connected:
             self._not_published(1)
             future.set_result(False)
@@ -242,10 +264,11 @@ class RedisBroadcastBackend(BroadcastBackend):
                            group, list(exclude), frames],
                           ensure_ascii=False, separators=(",", ":"))
         self._outbox.append((self._full(channel), data, future, deadline))
+        assert self._wake is not None  # connected, so made with the loop
         self._wake.set()
         return future
 
-    async def ready(self, timeout=5.0):
+    async def ready(self, timeout: float = 5.0) -> bool:
         """Wait at most ``timeout`` seconds for the subscription to be confirmed.
 
         :returns: True when connected and listening, False after the timeout
@@ -262,7 +285,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             return False
         return self.connected
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """Connection state and counters (the URL without its password), JSON-able."""
         return {
             "url": _redact(self.url),
@@ -283,7 +306,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             "in_flight": len(self._in_flight or ()),
         }
 
-    async def close(self, drain_timeout=2.0):
+    async def close(self, drain_timeout: float = 2.0) -> None:
         """Publish what is pending or in flight (for at most ``drain_timeout`` s),
         then stop reconnecting and drop the connections; what Redis has not
         confirmed by then resolves False.
@@ -311,10 +334,10 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.connected = False
 
     # -- internals ----------------------------------------------------------------
-    def _full(self, channel):
+    def _full(self, channel: str) -> str:
         return "%s:%s" % (self.channel_prefix, channel)
 
-    def _ensure_running(self):
+    def _ensure_running(self) -> None:
         """Start the connection task in this process and loop (after a fork, anew)."""
         if self._closed:
             return
@@ -346,19 +369,19 @@ class RedisBroadcastBackend(BroadcastBackend):
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(self._generation))
 
-    def _current(self, generation):
+    def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._closed
 
-    def _unanswered(self):
+    def _unanswered(self) -> List[_Entry]:
         """Every (channel, data, future, deadline) not answered by Redis yet."""
         return list(self._outbox) + list(self._in_flight or ())
 
-    def _not_published(self, count):
+    def _not_published(self, count: int) -> None:
         self.not_published += count
         if self._outage_since is not None:
             self._unpublished_in_outage += count
 
-    def _reject_full(self):
+    def _reject_full(self) -> None:
         self.outbox_full += 1
         self._not_published(1)
         if not self._warned_full:
@@ -367,12 +390,12 @@ class RedisBroadcastBackend(BroadcastBackend):
                         "they drain, new ones reach this process only",
                         len(self._outbox), _redact(self.url))
 
-    def _fail_outbox(self):
+    def _fail_outbox(self) -> None:
         """The outbox will not be sent: its broadcasts never left this process."""
         outbox, self._outbox = self._outbox, deque()
         self._not_published(_resolve([future for _, _, future, _ in outbox], False))
 
-    def _resolve_all_now(self):
+    def _resolve_all_now(self) -> None:
         """Closing, a lost connection, a new process/loop: what Redis has not
         answered resolves False now."""
         futures = [future for _, _, future, _ in self._unanswered()]
@@ -380,27 +403,28 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._in_flight = None
         self._not_published(_resolve(futures, False))
 
-    def _down(self, error, generation):
+    def _down(self, error: BaseException, generation: int) -> None:
         """The connection failed (once per connection): new broadcasts resolve
         False at once, the outbox fails, the outage is logged. A pipeline in
         flight may still finish (see _published)."""
         if generation != self._generation or not self.connected:
             return
         self.connected = False
+        assert self._connected_event is not None and self._wake is not None  # it was connected
         self._connected_event.clear()
         self._fail_outbox()
         self._wake.set()  # an idle writer ends
         self._lost(error, connecting=False)
 
     @staticmethod
-    async def _answer(awaitable, limit, problem):
+    async def _answer(awaitable: Awaitable[_T], limit: float, problem: str) -> _T:
         """``await awaitable`` for at most ``limit`` s, else _Stalled(problem % limit)."""
         try:
             return await asyncio.wait_for(awaitable, limit)
         except _TIMEOUTS:
             raise _Stalled(problem % limit) from None
 
-    async def _run(self, generation):
+    async def _run(self, generation: int) -> None:
         """Connect, serve until the connection breaks, back off, again; forever."""
         delay = self.min_backoff
         while self._current(generation):
@@ -429,7 +453,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
-    async def _serve(self, client, pubsub, generation):
+    async def _serve(self, client: "aioredis.Redis", pubsub: "PubSub", generation: int) -> None:
         """Read and write until the connection fails (logged and counted by _down)."""
         reader = asyncio.ensure_future(self._read_loop(pubsub))
         writer = asyncio.ensure_future(self._write_loop(client, generation))
@@ -454,13 +478,14 @@ class RedisBroadcastBackend(BroadcastBackend):
                     pass
             if generation == self._generation:  # also when closing
                 self.connected = False
+                assert self._connected_event is not None  # made with this generation
                 self._connected_event.clear()
                 self._resolve_all_now()
             await self._disconnect(client, pubsub)
 
-    async def _connect(self):
+    async def _connect(self) -> Tuple["aioredis.Redis", "PubSub", float]:
         """New connections, subscribed: (client, pubsub, Redis clock offset)."""
-        options = {
+        options: Dict[str, Any] = {
             "decode_responses": True,
             "socket_connect_timeout": self.connect_timeout,
             # No timeout of redis-py's own: every wait here is bounded, and a
@@ -474,7 +499,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         }
         options.update(self.redis_options)
         client = aioredis.Redis.from_url(self.url, **options)
-        pubsub = None
+        pubsub: Optional["PubSub"] = None
         try:
             await client.ping()
             before = time.monotonic()
@@ -492,8 +517,9 @@ class RedisBroadcastBackend(BroadcastBackend):
             await self._disconnect(client, pubsub)
             raise
 
-    async def _disconnect(self, client, pubsub):
-        for closing in (pubsub, client):
+    async def _disconnect(self, client: "aioredis.Redis", pubsub: Optional["PubSub"]) -> None:
+        closings: Tuple[Union[None, "PubSub", "aioredis.Redis"], ...] = (pubsub, client)
+        for closing in closings:
             if closing is None:
                 continue
             try:
@@ -501,11 +527,12 @@ class RedisBroadcastBackend(BroadcastBackend):
             except (asyncio.CancelledError, Exception):
                 pass
 
-    def _up(self):
+    def _up(self) -> None:
         self.connected = True
         self.last_error = None
         self._warned_full = self._warned_stale = self._warned_malformed = False
         self._warned_refused = False
+        assert self._connected_event is not None  # made with this generation
         self._connected_event.set()
         if self._outage_since is not None:
             log.info("redis broadcast: reconnected to %s after %.1f s; "
@@ -518,7 +545,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             log.info("redis broadcast: connected to %s (process id %s)",
                      _redact(self.url), self.process_id)
 
-    def _lost(self, error, connecting):
+    def _lost(self, error: Optional[BaseException], connecting: bool) -> None:
         if error is None:
             self.last_error = None
         else:
@@ -538,11 +565,11 @@ class RedisBroadcastBackend(BroadcastBackend):
             log.debug("redis broadcast: still no connection to %s (%s)",
                       _redact(self.url), self.last_error)
 
-    async def _read_loop(self, pubsub):
+    async def _read_loop(self, pubsub: "PubSub") -> None:
         """Deliver what others publish; a PING after each silence, answered in time."""
         interval = self.health_check_interval
         heard = time.monotonic()
-        ping_sent = None
+        ping_sent: Optional[float] = None
         while True:
             now = time.monotonic()
             if ping_sent is not None:
@@ -566,7 +593,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             if message.get("type") == "pmessage":
                 self._incoming(message["channel"], message["data"])
 
-    def _incoming(self, channel, data):
+    def _incoming(self, channel: str, data: Union[str, bytes]) -> None:
         try:
             version, origin, deadline, group, exclude, frames = json.loads(data)
             if version != _FORMAT or not isinstance(frames, str):
@@ -597,17 +624,18 @@ class RedisBroadcastBackend(BroadcastBackend):
         self.received += 1
         call_user("broadcast receiver", receiver, group, frames, exclude)
 
-    async def _write_loop(self, client, generation):
+    async def _write_loop(self, client: "aioredis.Redis", generation: int) -> None:
         """Publish the outbox in order, one pipeline at a time, each answered in time."""
         while self.connected and self._current(generation):
             outbox = self._outbox
             if not outbox:
+                assert self._wake is not None  # made with this generation
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             now = time.monotonic()
-            batch = []
-            expired = []
+            batch: List[_Entry] = []
+            expired: List[_Entry] = []
             while outbox and len(batch) < self.max_batch:
                 entry = outbox.popleft()
                 (batch if entry[3] >= now else expired).append(entry)
@@ -643,7 +671,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             self.published += published
             self._not_published(failed)
 
-    def _refused(self, error):
+    def _refused(self, error: Exception) -> None:
         self.refused += 1
         if not self._warned_refused:
             self._warned_refused = True
@@ -651,22 +679,23 @@ class RedisBroadcastBackend(BroadcastBackend):
                         "reach this process only, counted in refused", _redact(self.url),
                         type(error).__name__, error)
 
-    async def _published(self, execute, batch, generation):
+    async def _published(self, execute: Awaitable[List[Any]], batch: List[_Entry],
+                         generation: int) -> List[Any]:
         """The pipeline's replies. No reply within stall_timeout is an outage,
         declared at once; the reply is still awaited until the newest broadcast's
         deadline, because a stalled Redis that resumes before then does deliver
         them: only past it is False true for every receiver."""
-        execute = asyncio.ensure_future(execute)
+        replies = asyncio.ensure_future(execute)
         try:
-            return await asyncio.wait_for(asyncio.shield(execute), self.stall_timeout)
+            return await asyncio.wait_for(asyncio.shield(replies), self.stall_timeout)
         except _TIMEOUTS:
             stalled = _Stalled("no reply to PUBLISH within %g s" % self.stall_timeout)
         except BaseException:
-            execute.cancel()
+            replies.cancel()
             raise
         self._down(stalled, generation)
         remaining = max(deadline for _, _, _, deadline in batch) - time.monotonic()
         try:
-            return await asyncio.wait_for(execute, max(0.0, remaining))
+            return await asyncio.wait_for(replies, max(0.0, remaining))
         except _TIMEOUTS:
             raise stalled from None

@@ -1,25 +1,8 @@
-"""Packaging for TornadIO (minimal; the extras mirror what the tests need)."""
+"""Packaging shim: the metadata is in pyproject.toml (PEP 621).
+
+Kept so that ``python setup.py ...`` and old tools that look for this file
+still work; setuptools reads everything from pyproject.toml.
+"""
 from setuptools import setup
 
-setup(
-    name="tornadio",
-    version="1.0.0",
-    description="Socket.IO 0.6 server for Tornado 6",
-    packages=["tornadio"],
-    python_requires=">=3.9",
-    install_requires=["tornado>=6"],
-    extras_require={
-        "simplejson": ["simplejson"],
-        # tornadio.redis_broadcast: redis.asyncio with aclose() (redis-py >= 5).
-        "redis": ["redis>=5"],
-        "test": [
-            "pytest",
-            "hypothesis",
-            "playwright",
-            "websocket-client",
-            "redis",
-            "simplejson",
-            "docutils",
-        ],
-    },
-)
+setup()

@@ -83,8 +83,11 @@ def frame(text):
 
 
 def heartbeat(number):
-    """The heartbeat frame the client echoes back verbatim."""
-    return frame("~h~%d" % number)
+    """The heartbeat frame ``~h~N``: the server sends it, the client echoes it verbatim.
+
+    ``number`` is an int, or the str a received heartbeat carried (to echo it).
+    """
+    return frame("%s%s" % (HEARTBEAT_MARK, number))
 
 
 def _encode_json(value):

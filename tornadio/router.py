@@ -12,7 +12,7 @@ import tornado.web
 import tornado.websocket
 
 from tornadio import origins, session as sessions
-from tornadio.client import ClientScript
+from tornadio.client import client_files as read_client_files
 from tornadio.conn import ConnectionInfo, SocketConnection
 
 
@@ -49,6 +49,9 @@ DEFAULT_SETTINGS = {
     "max_sessions": 100000,
     # Path of socket.io.js to serve at /<resource>/socket.io.js (None: not served).
     "client_js": None,
+    # Directory of WebSocketMain.swf (flashsocket), served at /<resource>/WebSocketMain.swf
+    # and /<resource>/lib/vendor/web-socket-js/... (None: next to client_js; False: not served).
+    "client_swf": None,
     # Cross-process broadcasts (tornadio.broadcast): None keeps them in this
     # process; or a backend object, e.g. redis_broadcast.RedisBroadcastBackend(url=...).
     "broadcast_backend": None,
@@ -124,7 +127,8 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     socket_settings = DEFAULT_SETTINGS
     resource = "socket.io/*"
     pattern = None
-    client_script = None
+    #: URL tail under the resource -> tornadio.client.ClientFile (socket.io.js, the SWFs).
+    client_files = {}
     #: Set by :meth:`shutdown`: HTTP answers then close their connection.
     shutting_down = False
     _container = None
@@ -263,8 +267,9 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
     # awaiting it in a coroutine of their own, which would stay suspended, and
     # in memory, for a WebSocket's whole life.
     def get(self, resource=None, extra=None, protocol=None, rest=None, **_):
-        if protocol == "socket.io.js" and rest is None and self.client_script is not None:
-            self.client_script.serve(self)
+        client_file = self.client_files.get(protocol + (rest or ""))
+        if client_file is not None:
+            client_file.serve(self)
             return None
         transport = self._start(protocol, extra)
         return None if transport is None else transport.get(rest or "")
@@ -334,6 +339,6 @@ def get_router(connection, settings=None, resource="socket.io/*", io_loop=None,
         "resource": resource,
         "pattern": pattern,
         "transports": _transport_table(),
-        "client_script": ClientScript(merged["client_js"]) if merged["client_js"] else None,
+        "client_files": read_client_files(merged),
         "_container": None,
     })

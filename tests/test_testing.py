@@ -352,7 +352,8 @@ class CliGreeter(tornadio.SocketConnection):
             self.send(message)
 
 
-async def run_cli(base, *args, stdin_lines=(), close_stdin=True):
+async def run_cli(base, *args, stdin_lines=(), expect_lines=0, close_stdin=True):
+    """Run the command line; stdin is closed only once ``expect_lines`` lines were printed."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tornadio.testing", base, "--linger", "0.5", *args,
@@ -362,14 +363,17 @@ async def run_cli(base, *args, stdin_lines=(), close_stdin=True):
         for line in stdin_lines:
             process.stdin.write((line + "\n").encode("utf-8"))
         await process.stdin.drain()
+        printed = []
+        for _ in range(expect_lines):
+            printed.append(await asyncio.wait_for(process.stdout.readline(), 20))
         if close_stdin:
             process.stdin.close()
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    return process.returncode, stdout.decode("utf-8"), stderr.decode("utf-8")
+    return process.returncode, b"".join(printed + [stdout]).decode("utf-8"), stderr.decode("utf-8")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -385,7 +389,7 @@ def test_cli_sends_stdin_lines_and_prints_messages(transport):
         app, _ = app_for(Recorded)
         async with testing.serve(app) as base:
             return await run_cli(base, "--transport", transport,
-                                 stdin_lines=["hello", "héllo 😀", '{"as": "text"}'])
+                                 stdin_lines=["hello", "héllo 😀", '{"as": "text"}'], expect_lines=4)
     code, out, err = run(body())
     assert code == 0, err
     assert out.splitlines() == ['{"hello": "cli", "n": 1}', "hello", "héllo 😀", '{"as": "text"}']
@@ -397,7 +401,8 @@ def test_cli_json_mode_sends_values():
     async def body():
         app, _ = app_for(echo_connection(Events()))
         async with testing.serve(app) as base:
-            return await run_cli(base, "--json", stdin_lines=['{"a": [1, 2]}', '"text"', "not json"])
+            return await run_cli(base, "--json", stdin_lines=['{"a": [1, 2]}', '"text"', "not json"],
+                                 expect_lines=2)
     code, out, err = run(body())
     assert code == 0, err
     assert out.splitlines() == ['{"a": [1, 2]}', "text"]

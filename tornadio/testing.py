@@ -311,7 +311,8 @@ class Client:
         except asyncio.TimeoutError:
             raise ConnectionRefused(None, "no session id within %.3g s" % self.timeout) from None
         except (OSError, StreamClosedError, tornado.websocket.WebSocketError) as exc:
-            raise ConnectionRefused(None, "WebSocket connection failed: %s" % (exc or type(exc).__name__)) from None
+            raise ConnectionRefused(None, "WebSocket connection failed: %s"
+                                    % (exc or type(exc).__name__)) from None
         if first is None:
             raise ConnectionRefused(self._ws.close_code, "closed before the session id (%s)"
                                     % (self._ws.close_reason or "no reason given"))
@@ -399,7 +400,8 @@ class Client:
         return payload if isinstance(payload, str) else None
 
     async def _http(self, method: str, path: str, body: Optional[str] = None,
-                    content_type: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT) -> Tuple[int, bytes]:
+                    content_type: Optional[str] = None,
+                    timeout: float = DEFAULT_TIMEOUT) -> Tuple[int, bytes]:
         """One request on its own connection (closed to abort it); (status, body)."""
         assert self._tcp is not None
         stream: Optional[IOStream] = None
@@ -443,7 +445,8 @@ class Client:
                 code, body = await self._http("GET", self._get_path(self.session_id or ""),
                                               timeout=self.poll_timeout)
             except _NoAnswer as exc:
-                self._set_closed(ConnectionClosed(None, "closed by the client" if self._closing else str(exc)))
+                reason = "closed by the client" if self._closing else str(exc)
+                self._set_closed(ConnectionClosed(None, reason))
                 return
             if code != 200:
                 # 401 is how the server says the session is gone.
@@ -469,7 +472,8 @@ class Client:
                 error = ConnectionClosed(None, str(exc))
             else:
                 if code != 200:
-                    error = ConnectionClosed(code, "POST refused: %s" % answer[:200].decode("utf-8", "replace"))
+                    error = ConnectionClosed(code, "POST refused: %s"
+                                             % answer[:200].decode("utf-8", "replace"))
             # A refused POST fails its messages only: a 400 leaves the session
             # open, and after a 401 the poller still collects the last words.
             for _, waiter in batch:
@@ -807,8 +811,8 @@ async def _run_cli(args: argparse.Namespace) -> int:
     except ConnectionRefused as exc:
         print("tornadio.testing: refused: %s" % exc, file=sys.stderr)
         return 2
-    print("tornadio.testing: connected over %s, session %s…" % (client.transport, (client.session_id or "")[:6]),
-          file=sys.stderr, flush=True)
+    print("tornadio.testing: connected over %s, session %s…"
+          % (client.transport, (client.session_id or "")[:6]), file=sys.stderr, flush=True)
     lines: "asyncio.Queue[Optional[str]]" = asyncio.Queue()
     _stdin_lines(asyncio.get_running_loop(), lines)
     eof = False

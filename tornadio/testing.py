@@ -62,7 +62,7 @@ from tornadio import proto
 
 __all__ = [
     "TRANSPORTS", "DEFAULT_TIMEOUT", "ClientError", "ConnectionRefused", "ConnectionClosed",
-    "ReceiveTimeout", "Client", "Connecting", "connect", "serve", "SocketIOTestCase", "main",
+    "SendRefused", "ReceiveTimeout", "Client", "Connecting", "connect", "serve", "SocketIOTestCase", "main",
 ]
 
 #: Transports the client speaks (those a current browser can run).
@@ -119,6 +119,17 @@ class ConnectionClosed(ClientError):
 
     def copy(self) -> "ConnectionClosed":
         return ConnectionClosed(self.code, self.reason)
+
+
+class SendRefused(ClientError):
+    """A polling POST was not answered 200: ``status`` (e.g. 400 for a malformed payload, 401
+    for a session that is gone), or None when no answer came. A 400 leaves the session open.
+    """
+
+    def __init__(self, status: Optional[int], reason: str) -> None:
+        super().__init__("%s%s" % ("" if status is None else "%s: " % status, reason))
+        self.status = status
+        self.reason = reason
 
 
 class ReceiveTimeout(ClientError, asyncio.TimeoutError):
@@ -256,13 +267,14 @@ class Client:
                 pass
 
     def _set_closed(self, reason: ConnectionClosed) -> None:
+        """The session is over: remember why, fail what waits, release every socket."""
         if self._closed is None:
             self._closed = reason
             for _, waiter in self._outbox:
                 if not waiter.done():
                     waiter.set_exception(reason.copy())
             self._outbox = []
-            self._abort_streams()
+            self._shutdown_transport()
         self._notify()
 
     # -- opening ----------------------------------------------------------------
@@ -283,7 +295,6 @@ class Client:
         except BaseException:
             self._closing = True
             self._set_closed(ConnectionClosed(None, "the handshake failed"))
-            self._shutdown_transport()
             raise
         return self
 
@@ -465,15 +476,14 @@ class Client:
         while self._outbox and self._closed is None:
             batch, self._outbox = self._outbox, []
             path, content_type, body = self._post_request("".join(payload for payload, _ in batch))
-            error: Optional[ConnectionClosed] = None
+            error: Optional[SendRefused] = None
             try:
                 code, answer = await self._http("POST", path, body, content_type, timeout=self.timeout)
             except _NoAnswer as exc:
-                error = ConnectionClosed(None, str(exc))
+                error = SendRefused(None, str(exc))
             else:
                 if code != 200:
-                    error = ConnectionClosed(code, "POST refused: %s"
-                                             % answer[:200].decode("utf-8", "replace"))
+                    error = SendRefused(code, answer[:200].decode("utf-8", "replace") or "POST refused")
             # A refused POST fails its messages only: a 400 leaves the session
             # open, and after a 401 the poller still collects the last words.
             for _, waiter in batch:
@@ -481,7 +491,7 @@ class Client:
                     if error is None:
                         waiter.set_result(None)
                     else:
-                        waiter.set_exception(error.copy())
+                        waiter.set_exception(SendRefused(error.status, error.reason))
 
     # -- incoming ---------------------------------------------------------------------
     def _take_payload(self, payload: str) -> bool:
@@ -505,15 +515,15 @@ class Client:
 
     def _protocol_error(self, reason: str) -> None:
         self._set_closed(ConnectionClosed(None, reason))
-        self._shutdown_transport()
 
     # -- the API ----------------------------------------------------------------------
     def send(self, message: Message) -> "asyncio.Future[None]":
         """Send ``message``: a str as is, a list item by item, anything else as JSON.
 
         Returns a future that is done when the server accepted the payload
-        (WebSocket: written; polling: its POST answered 200). Awaiting it is
-        optional; a failure also ends the session, which :meth:`receive` reports.
+        (WebSocket: written; polling: its POST answered 200, else it fails
+        with :class:`SendRefused`). Awaiting it is optional: a session that
+        ends is reported by :meth:`receive` too.
         Raises :class:`tornadio.proto.EncodeError` for values the protocol
         cannot carry (NaN, sets, strings starting with ``~h~``...) and
         :class:`ConnectionClosed` once the session is over.
@@ -632,7 +642,6 @@ class Client:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         self._set_closed(ConnectionClosed(None, "closed by the client"))
-        self._shutdown_transport()
         tasks = [task for task in (self._reader, self._sender) if task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
@@ -644,16 +653,12 @@ class Client:
         """
         self._closing = True
         self._set_closed(ConnectionClosed(None, "aborted by the client"))
-        self._shutdown_transport()
-
-    def _abort_streams(self) -> None:
-        for stream in list(self._streams):
-            stream.close()
-        self._streams.clear()
 
     def _shutdown_transport(self) -> None:
         """Close every socket still open (after the WebSocket close handshake, if any)."""
-        self._abort_streams()
+        for stream in list(self._streams):
+            stream.close()
+        self._streams.clear()
         if self._ws is not None:
             stream = getattr(self._ws.protocol, "stream", None)
             if stream is not None and not stream.closed():

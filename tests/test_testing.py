@@ -106,6 +106,20 @@ def test_values_the_protocol_cannot_carry_are_refused_at_send():
     run(body())
 
 
+@pytest.mark.parametrize("transport", ["xhr-polling", "jsonp-polling"])
+def test_a_refused_post_fails_its_send_and_the_session_lives(transport):
+    async def body():
+        app, _ = app_for(echo_connection(Events()), {"session_expiry": 5})
+        async with testing.serve(app) as base:
+            async with testing.connect(base, transport) as client:
+                with pytest.raises(testing.SendRefused) as refused:
+                    await client.send_raw("~m~99~m~truncated")
+                assert refused.value.status == 400
+                await client.send("fine")
+                assert await client.receive() == "fine"
+    run(body())
+
+
 # -- heartbeats -------------------------------------------------------------------
 def test_heartbeats_are_answered_and_keep_the_websocket_open():
     events = Events()

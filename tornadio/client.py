@@ -11,8 +11,8 @@ They ship in the npm package ``socket.io@0.6.18`` and are never part of this
 repository. Each is read once at start-up and served with an ETag, so
 browsers revalidate with a 304.
 
-.. versionadded:: 1.1
-   The SWF files; before, flashsocket could not start with the client's defaults.
+The 2011 TornadIO served none of these; without the SWF, flashsocket cannot
+start with the client's defaults.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ or an ``Accept`` header that prefers ``text/plain`` (what Prometheus sends)::
 Several routers in one process: give each its own path (and, if they are
 scraped as one job, a label such as ``render(stats, {"router": "chat"})``).
 
-.. versionadded:: 1.1
+Not in the 2011 TornadIO.
 """
 from __future__ import annotations
 

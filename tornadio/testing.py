@@ -30,8 +30,7 @@ The same client is a command line tool for poking a deployed server::
 Each line read from stdin is sent as a message; every message received is
 printed on its own line (JSON values as JSON).
 
-.. versionadded:: 1.1
-   The 2011 TornadIO had no client and no test helpers.
+The 2011 TornadIO had no client and no test helpers.
 """
 from __future__ import annotations
 

@@ -216,7 +216,9 @@ class Client:
         self._inbox: Deque[proto.Frame] = deque()
         self._closed: Optional[ConnectionClosed] = None
         self._closing = False
-        self._changed: Optional[asyncio.Event] = None
+        self._opened = False
+        # Futures of receive()/wait_*() calls, woken on every change.
+        self._waiters: List["asyncio.Future[None]"] = []
         self._ws: Optional[tornado.websocket.WebSocketClientConnection] = None
         self._reader: Optional["asyncio.Future[None]"] = None  # WebSocket reader or poller
         # Polling: the TCP connections in use (closed to abort), the send queue.
@@ -248,22 +250,31 @@ class Client:
         return self._ws
 
     def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        if self._changed is None:
+        # A plain future and a timer rather than wait_for(), which can swallow a
+        # cancellation: a cancelled receive() must never have taken a message.
+        if not self._opened:
             raise RuntimeError("the client is not open yet (use `await connect(...)`)")
-        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while not ready():
-            remaining = deadline - time.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ReceiveTimeout("no %s within %.3g s" % (what, timeout))
-            self._changed.clear()
+            waiter: "asyncio.Future[None]" = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_later(remaining, lambda: waiter.done() or waiter.set_result(None))
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+                await waiter
+            finally:
+                timer.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     def _set_closed(self, reason: ConnectionClosed) -> None:
         """The session is over: remember why, fail what waits, release every socket."""
@@ -283,9 +294,9 @@ class Client:
         Raises :class:`ConnectionRefused` if the server refuses or does not
         answer within ``timeout``. Called by :func:`connect`.
         """
-        if self._changed is not None:
+        if self._opened:
             raise RuntimeError("Client.open() called twice")
-        self._changed = asyncio.Event()  # made inside the loop (Python 3.9 binds it there)
+        self._opened = True
         try:
             if self.transport == "websocket":
                 await self._open_websocket()
@@ -539,7 +550,7 @@ class Client:
     def _send_payload(self, payload: str) -> "asyncio.Future[None]":
         if self._closed is not None:
             raise self._closed.copy()
-        if self._changed is None:
+        if not self._opened:
             raise RuntimeError("the client is not open yet (use `await connect(...)`)")
         loop = asyncio.get_running_loop()
         if not payload:  # e.g. send([]): nothing goes on the wire, as on the server
@@ -626,7 +637,7 @@ class Client:
         client sends no goodbye, so the server's ``on_close`` runs when the
         session expires (its ``session_expiry`` setting). Idempotent; never raises.
         """
-        if self._changed is None or self._closing:
+        if not self._opened or self._closing:
             return
         self._closing = True
         timeout = self.timeout if timeout is None else timeout
@@ -821,15 +832,19 @@ async def _run_cli(args: argparse.Namespace) -> int:
     _stdin_lines(asyncio.get_running_loop(), lines)
     eof = False
     exit_code = 0
+    incoming: Optional["asyncio.Future[proto.Frame]"] = None
+    next_line: Optional["asyncio.Future[Optional[str]]"] = None
     try:
-        next_line: Optional["asyncio.Future[Optional[str]]"] = None
         while True:
-            if not eof and next_line is None:
+            # One receive and one stdin read outstanding at a time; neither is
+            # cancelled while the loop runs, so no message is taken and dropped.
+            if incoming is None:
+                incoming = asyncio.ensure_future(client.receive_frame(timeout=args.linger))
+            if next_line is None and not eof:
                 next_line = asyncio.ensure_future(lines.get())
-            incoming = asyncio.ensure_future(client.receive_frame(timeout=args.linger))
             waiting = {incoming} if next_line is None else {incoming, next_line}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if next_line is not None and next_line in done:
+            if next_line in done:
                 line, next_line = next_line.result(), None
                 if line is None:
                     eof = True
@@ -839,20 +854,20 @@ async def _run_cli(args: argparse.Namespace) -> int:
                     except (ValueError, proto.EncodeError) as exc:
                         print("tornadio.testing: not sent: %s" % exc, file=sys.stderr, flush=True)
             if incoming in done:
+                finished, incoming = incoming, None
                 try:
-                    _print_message(incoming.result(), sys.stdout)
+                    _print_message(finished.result(), sys.stdout)
                 except ReceiveTimeout:
-                    if eof:
+                    if eof:  # stdin is done and the server has gone quiet
                         break
                 except ConnectionClosed as exc:
                     print("tornadio.testing: %s" % exc, file=sys.stderr, flush=True)
                     exit_code = 1
                     break
-            else:
-                incoming.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ClientError):
-                    await incoming
     finally:
+        for task in (incoming, next_line):
+            if task is not None:
+                task.cancel()
         await client.close()
     return exit_code
 

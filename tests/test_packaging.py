@@ -4,7 +4,8 @@ The build runs on a copy of the checkout (so build/ and *.egg-info never land
 in the working tree) without build isolation, so no package index is needed:
 setuptools, wheel and build come from the test environment. The wheel goes
 into a fresh venv with ``--no-deps``; Tornado is found through a ``.pth`` line
-naming the test environment's site directory, after the venv's own.
+naming the test environment's site directory, after the venv's own (so the
+import proves the installed copy works, whatever else that directory holds).
 """
 import os
 import re
@@ -87,13 +88,14 @@ def test_wheel_installs_in_a_fresh_venv_and_imports(built, tmp_path):
     python = str(env_dir / "bin" / "python")
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-    # Tornado from the test environment, looked up after the venv's own packages.
-    with open(os.path.join(site, "test_env_tornado.pth"), "w") as handle:
-        handle.write(os.path.dirname(os.path.dirname(tornado.__file__)) + "\n")
     install = subprocess.run(
         [python, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
          "-q", str(wheel)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
+    # Then Tornado from the test environment, looked up after the venv's own packages
+    # (written after the install: pip would take a tornadio seen there as installed).
+    with open(os.path.join(site, "test_env_tornado.pth"), "w") as handle:
+        handle.write(os.path.dirname(os.path.dirname(tornado.__file__)) + "\n")
     check = subprocess.run(
         [python, "-c", "import os, tornadio, tornadio.testing; "
                        "print(tornadio.__version__); print(tornadio.__file__); "

@@ -123,10 +123,12 @@ def render(stats: Mapping[str, Any], labels: Optional[Mapping[str, str]] = None)
 
     by_transport = stats.get("sessions_by_transport")
     if isinstance(by_transport, Mapping):
-        samples = [(dict(constant, transport=str(transport)), _number(count))
-                   for transport, count in sorted(by_transport.items())]
-        families.append(("tornadio_sessions", "gauge", "Live sessions, by transport.",
-                         [(sample_labels, text) for sample_labels, text in samples if text is not None]))
+        samples = []
+        for transport, count in sorted(by_transport.items()):
+            text = _number(count)
+            if text is not None:
+                samples.append((dict(constant, transport=str(transport)), text))
+        families.append(("tornadio_sessions", "gauge", "Live sessions, by transport.", samples))
     elif "sessions" in stats:
         add("tornadio_sessions", "gauge", "Live sessions.", stats["sessions"])
     for key, name, kind, help_text in _ROUTER_METRICS:

@@ -44,7 +44,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import (Any, AsyncIterator, Callable, Deque, Dict, Generator, List, Mapping, Optional, Set,
+                    Tuple, Union)
 from urllib.parse import quote, quote_plus, urlsplit
 
 import tornado.testing
@@ -135,6 +136,11 @@ class ReceiveTimeout(ClientError, asyncio.TimeoutError):
     """No message arrived within the timeout; the connection is still open."""
 
 
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _retrieve(future: "asyncio.Future[Any]") -> None:
     # A send() nobody awaits must not log "exception was never retrieved":
     # the same failure reaches the test through receive() anyway.
@@ -180,6 +186,8 @@ class Client:
     Made by :func:`connect`; use it as ``async with connect(...) as client``
     or ``client = await connect(...)`` followed by ``await client.close()``.
 
+    The parameters are those of :func:`connect`, which documents them; a bad
+    ``url``, ``transport`` or timeout raises ``ValueError`` here already.
     ``session_id`` is the id the server issued. ``heartbeats`` counts the
     heartbeats received (websocket only: polling transports get none).
     """
@@ -252,8 +260,7 @@ class Client:
     def _notify(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
 
     async def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         # A plain future and a timer rather than wait_for(), which can swallow a
@@ -268,7 +275,7 @@ class Client:
                 raise ReceiveTimeout("no %s within %.3g s" % (what, timeout))
             waiter: "asyncio.Future[None]" = loop.create_future()
             self._waiters.append(waiter)
-            timer = loop.call_later(remaining, lambda: waiter.done() or waiter.set_result(None))
+            timer = loop.call_later(remaining, _wake, waiter)
             try:
                 await waiter
             finally:
@@ -670,9 +677,9 @@ class Client:
             stream.close()
         self._streams.clear()
         if self._ws is not None:
-            stream = getattr(self._ws.protocol, "stream", None)
-            if stream is not None and not stream.closed():
-                stream.close()
+            ws_stream = getattr(self._ws.protocol, "stream", None)
+            if ws_stream is not None and not ws_stream.closed():
+                ws_stream.close()
             self._ws.close()  # no frame on a closed stream; releases Tornado's side
         if self._tcp is not None:
             self._tcp.close()
@@ -684,7 +691,7 @@ class Connecting:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self) -> Generator[Any, None, Client]:
         return self.client.open().__await__()
 
     async def __aenter__(self) -> Client:
@@ -842,9 +849,11 @@ async def _run_cli(args: argparse.Namespace) -> int:
                 incoming = asyncio.ensure_future(client.receive_frame(timeout=args.linger))
             if next_line is None and not eof:
                 next_line = asyncio.ensure_future(lines.get())
-            waiting = {incoming} if next_line is None else {incoming, next_line}
+            waiting: Set["asyncio.Future[Any]"] = {incoming}
+            if next_line is not None:
+                waiting.add(next_line)
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if next_line in done:
+            if next_line is not None and next_line in done:
                 line, next_line = next_line.result(), None
                 if line is None:
                     eof = True

@@ -60,9 +60,9 @@ fi
 
 # -- the oldest redis-py allowed, for tests/scaling/test_redis_py_matrix.py ---
 # A second small venv: the same tornado and pytest as .venv, redis-py pinned to
-# the floor of setup.py's "redis" extra (.venv has the newest).
-redis_floor="$(sed -n 's/.*"redis>=\([0-9][0-9.]*\)".*/\1/p' setup.py | head -n 1)"
-[ -n "$redis_floor" ] || die 'setup.py has no "redis>=X.Y.Z" extra'
+# the floor of pyproject.toml's "redis" extra (.venv has the newest).
+redis_floor="$(sed -n 's/.*"redis>=\([0-9][0-9.]*\)".*/\1/p' pyproject.toml | head -n 1)"
+[ -n "$redis_floor" ] || die 'pyproject.toml has no "redis>=X.Y.Z" extra'
 oldest="$root/.venv-redis-oldest"
 oldest_want="$("$venv/bin/python" -c 'import pytest, tornado; print("tornado==%s pytest==%s" % (tornado.version, pytest.__version__))') redis==$redis_floor"
 oldest_stamp="$oldest/.tornadio-installed"

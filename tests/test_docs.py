@@ -14,7 +14,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.websocket import websocket_connect
 
-from support.wire import WAIT, fetch, read_ws, run
+from support.wire import WAIT, fetch, messages, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS_DIR = os.path.join(ROOT, "docs")
@@ -157,11 +157,12 @@ def test_quickstart_application_serves_its_page_and_echoes():
             ws = await asyncio.wait_for(websocket_connect(base.replace("http", "ws", 1)
                                                           + "/socket.io/websocket"), WAIT)
             # What on_open sends rides in the first payload, behind the session id.
-            (_, session_id), welcome = await read_ws(ws)
+            (_, session_id), welcome = messages(await asyncio.wait_for(ws.read_message(), WAIT))
             assert re.fullmatch(r"[0-9a-f]{32}", session_id)
             assert welcome == ("text", "welcome, 127.0.0.1")
             ws.write_message("~m~2~m~hi")
-            assert await read_ws(ws) == [("json", {"echo": "hi"})]
+            assert messages(await asyncio.wait_for(ws.read_message(), WAIT)) == [
+                ("json", {"echo": "hi"})]
             ws.close()
         finally:
             server.stop()

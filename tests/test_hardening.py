@@ -11,17 +11,17 @@ import pytest
 import tornadio
 from tornado.httpclient import AsyncHTTPClient
 
-from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_ws,
-                          open_xhr, post, read_ws, run, serve, tracebacks)
+from tornadio import testing
+from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_xhr,
+                          post, run, serve, tracebacks)
 
 FAST = {"xhr_polling_timeout": 0.5, "session_expiry": 0.5, "session_check_interval": 0.1}
 
 
 async def assert_alive(base):
-    sid, _ = await open_xhr(base)
-    assert (await post(base, "xhr-polling", sid, "~m~5~m~alive")).code == 200
-    response = await fetch("%s/socket.io/xhr-polling/%s/1" % (base, sid))
-    assert messages(response.body.decode()) == [("text", "alive")]
+    async with testing.connect(base, "xhr-polling") as client:
+        await client.send("alive")  # its POST answered 200
+        assert await client.receive_frame() == ("text", "alive")
 
 
 BAD_REQUESTS = [
@@ -61,10 +61,12 @@ def test_session_ids_never_logged_in_full():
     async def go():
         with captured_logs(logging.DEBUG) as records:
             async with serve(echo_connection(Events()), FAST) as (base, _):
-                sid, _ = await open_xhr(base)
-                await post(base, "xhr-polling", sid, "~m~2~m~hi")
-                await post(base, "xhr-polling", sid, "~m~9~m~bad")
-                await fetch("%s/socket.io/xhr-polling/%s/1" % (base, sid))
+                async with testing.connect(base, "xhr-polling") as client:
+                    sid = client.session_id
+                    client.send("hi")
+                    assert await client.receive() == "hi"  # polled and answered
+                    with pytest.raises(testing.SendRefused, match="400"):
+                        await client.send_raw("~m~9~m~bad")
         text = "\n".join(r.getMessage() for r in records)
         assert sid[:6] in text and sid not in text
     run(go())
@@ -201,15 +203,16 @@ def test_container_empty_after_every_kind_of_ending():
     async def go():
         settings = dict(FAST, heartbeat_interval=0.2, session_expiry=0.3)
         async with serve(echo_connection(events), settings) as (base, router):
-            ws1, _ = await open_ws(base)
-            ws1.close()                                    # clean close
-            ws2, _ = await open_ws(base)
-            ws2.protocol.stream.close()                    # vanished
-            ws3, _ = await open_ws(base)                   # stops echoing heartbeats
+            clients = [await testing.connect(base) for _ in range(2)]
+            await clients[0].close()                       # clean close
+            clients[1].abort()                             # vanished
+            clients.append(await testing.connect(base, answer_heartbeats=False))
             await open_xhr(base)                           # abandoned poller
-            ws4, _ = await open_ws(base)
+            clients.append(await testing.connect(base))
             events.connections[-1].close()                 # closed by the server
             await events.wait_for(lambda: len(events.closed) == 5, timeout=10)
+            for client in clients:
+                await client.close()
             assert len(router.sessions()) == 0 and not router.sessions().closing
             assert router.sessions()._timer is None        # no periodic check left running
     run(go())
@@ -231,7 +234,7 @@ def test_graceful_shutdown_with_200_clients_of_mixed_transports():
         base = "http://127.0.0.1:%d" % server.port
         client = AsyncHTTPClient(force_instance=True, max_clients=200)
         try:
-            sockets = await asyncio.gather(*[open_ws(base) for _ in range(100)])
+            sockets = await asyncio.gather(*[testing.connect(base) for _ in range(100)])
             firsts = await asyncio.gather(*[client.fetch(base + "/socket.io/xhr-polling//1")
                                             for _ in range(50)])
             polls = [asyncio.ensure_future(client.fetch(
@@ -252,8 +255,10 @@ def test_graceful_shutdown_with_200_clients_of_mixed_transports():
             # Every client learnt it: polls answered, streams ended, sockets closed.
             for response in await asyncio.gather(*polls, *streams):
                 assert response.code == 200
-            for ws, _ in sockets:
-                assert await read_ws(ws) is None
+            for websocket_client in sockets:
+                closed = await websocket_client.wait_closed()
+                assert "server" in closed.reason
+                await websocket_client.close()
         finally:
             client.close()
     run(go(), timeout=90)
@@ -292,14 +297,11 @@ def test_slow_coroutine_on_message_holds_the_reader_instead_of_queueing():
 
     async def go():
         async with serve(Slow) as (base, _):
-            ws, _ = await open_ws(base)
-            for i in range(200):
-                ws.write_message("~m~%d~m~%d" % (len(str(i)), i))
-            got = []
-            while len(got) < 200:
-                got += [data for _, data in await read_ws(ws)]
-            assert got == [str(i) for i in range(200)]
-            ws.close()
+            async with testing.connect(base) as client:
+                for i in range(200):
+                    client.send(str(i))  # one WebSocket message per frame
+                got = [await client.receive() for _ in range(200)]
+                assert got == [str(i) for i in range(200)]
     run(go())
     # One WebSocket message carries one frame here: nothing ever waits behind the one running.
     assert max(depth) == 0
@@ -315,9 +317,9 @@ def test_inbox_is_capped_for_one_huge_batch():
     async def go():
         with captured_logs() as records:
             async with serve(Slow, {"max_websocket_message": 1 << 22}) as (base, router):
-                ws, _ = await open_ws(base)
-                ws.write_message("~m~1~m~x" * (sessions.MAX_INBOX + 10))
-                assert await read_ws(ws) is None
+                client = await testing.connect(base)
+                client.send(["x"] * (sessions.MAX_INBOX + 10))  # one WebSocket message
+                await client.wait_closed()
         assert any("wait for on_message" in r.getMessage() for r in records)
     run(go())
 
@@ -340,10 +342,8 @@ def test_malformed_origins_are_refused_not_crashed(origin):
 def test_websocket_over_the_session_limit_gets_503_before_the_upgrade():
     async def go():
         async with serve(echo_connection(Events()), dict(FAST, max_sessions=1)) as (base, _):
-            first, _ = await open_ws(base)
-            response = await fetch(base + "/socket.io/websocket", headers={
-                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-            assert response.code == 503
-            first.close()
+            async with testing.connect(base):
+                with pytest.raises(testing.ConnectionRefused) as refused:
+                    await testing.connect(base)
+                assert refused.value.status == 503
     run(go())

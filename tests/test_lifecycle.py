@@ -9,7 +9,8 @@ import tornado.websocket
 
 import tornadio
 from tornadio.server import SocketServer
-from support.wire import captured_logs, fetch, messages, open_ws, open_xhr, run, serve, tracebacks
+from tornadio import testing
+from support.wire import captured_logs, fetch, messages, open_xhr, run, serve, tracebacks
 
 FAST = {"session_check_interval": 0.1, "session_expiry": 5, "xhr_polling_timeout": 5,
         "heartbeat_interval": 0}
@@ -53,9 +54,9 @@ def test_a_coroutine_on_close_is_awaited_once_per_session():
     async def go():
         with captured_logs() as records:
             async with serve(AsyncClose, FAST) as (base, router):
-                sockets = [await open_ws(base) for _ in range(3)]
-                for ws, _ in sockets:
-                    ws.close()
+                sockets = [await testing.connect(base) for _ in range(3)]
+                for ws in sockets:
+                    await ws.close()
                 await timeline.wait_for(lambda: len(timeline.steps) == 3)
                 await asyncio.sleep(0.1)
                 assert not router.sessions().tasks
@@ -79,10 +80,10 @@ def test_on_close_waits_for_the_running_coroutine_on_message():
 
     async def go():
         async with serve(Slow, FAST) as (base, _):
-            ws, _ = await open_ws(base)
-            ws.write_message("~m~1~m~a")
+            ws = await testing.connect(base); _ = ws.session_id
+            ws.send_raw("~m~1~m~a")
             await timeline.wait_for(lambda: "message started" in timeline.steps)
-            ws.close()
+            await ws.close()
             await timeline.wait_for(lambda: "close" in timeline.steps)
         assert timeline.steps == ["message started", "message done", "close"]
     run(go())
@@ -99,8 +100,8 @@ def test_a_failing_coroutine_on_close_is_logged_not_raised():
     async def go():
         with captured_logs() as records:
             async with serve(Broken, FAST) as (base, router):
-                ws, _ = await open_ws(base)
-                ws.close()
+                ws = await testing.connect(base); _ = ws.session_id
+                await ws.close()
                 for _ in range(100):
                     if any("on_close broke" in str(r.exc_info) for r in records if r.exc_info):
                         break
@@ -124,7 +125,7 @@ def test_a_shutdown_bounds_a_hanging_coroutine_on_close():
         app = tornado.web.Application([router.route()], socket_io_port=0,
                                       socket_io_address="127.0.0.1", flash_policy_server=False)
         server = SocketServer(app, auto_start=False)
-        await open_ws("http://127.0.0.1:%d" % server.port)
+        await testing.connect("http://127.0.0.1:%d" % server.port)
         with captured_logs() as records:
             await asyncio.wait_for(server.shutdown(timeout=0.5), 10)
         assert any("cancelled" in r.getMessage() for r in records)
@@ -132,9 +133,9 @@ def test_a_shutdown_bounds_a_hanging_coroutine_on_close():
 
 
 async def assert_alive(base):
-    ws, sid = await open_ws(base)
+    ws = await testing.connect(base); sid = ws.session_id
     assert len(sid) == 32
-    ws.close()
+    await ws.close()
 
 
 # -- on_close never before on_open returned -------------------------------------------------
@@ -181,7 +182,7 @@ def test_a_client_dropped_during_a_slow_on_open_gets_on_close_only_after_it(tran
                     ws = await tornado.websocket.websocket_connect(
                         "ws://127.0.0.1:%d/socket.io/websocket" % port)
                     await timeline.wait_for(lambda: "open started" in timeline.steps)
-                    ws.close()
+                    ws.close()  # raw: the session id never came
                 else:
                     writer = await drop_stream_get(port, transport)
                     await timeline.wait_for(lambda: "open started" in timeline.steps)
@@ -264,9 +265,9 @@ def test_flashsocket_handshakes_without_key_bytes_hold_no_session_slot():
             await asyncio.sleep(0.3)
             assert len(router.sessions()) == 0
             for _ in range(10):
-                ws, sid = await open_ws(base)
+                ws = await testing.connect(base); sid = ws.session_id
                 assert len(sid) == 32
-                ws.close()
+                await ws.close()
             for sock in stalled:
                 sock.close()
     run(go())
@@ -279,7 +280,7 @@ def test_polling_first_gets_never_followed_up_expire_after_the_handshake_timeout
             for _ in range(50):
                 await open_xhr(base)
             # They hold no slot meanwhile: a real client still gets in...
-            ws, sid = await open_ws(base)
+            ws = await testing.connect(base); sid = ws.session_id
             assert len(sid) == 32
             # ...and they are gone long before session_expiry.
             for _ in range(100):
@@ -287,7 +288,7 @@ def test_polling_first_gets_never_followed_up_expire_after_the_handshake_timeout
                     break
                 await asyncio.sleep(0.05)
             assert router.sessions().unconfirmed == 0 and len(router.sessions()) == 1
-            ws.close()
+            await ws.close()
     run(go())
 
 

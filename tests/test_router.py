@@ -5,8 +5,9 @@ import pytest
 import tornado.websocket
 
 import tornadio
-from support.wire import (Events, captured_logs, echo_connection, fetch, messages, open_ws,
-                          post, read_ws, run, serve, tracebacks)
+from tornadio import testing
+from support.wire import (WAIT, Events, captured_logs, echo_connection, fetch, messages, post,
+                          run, serve, tracebacks)
 
 
 class Quiet(tornadio.SocketConnection):
@@ -54,9 +55,8 @@ def test_disabled_transport_403_unknown_404():
         async with serve(Quiet, {"enabled_protocols": ["websocket"]}) as (base, _):
             assert (await fetch(base + "/socket.io/xhr-polling//1")).code == 403
             assert (await fetch(base + "/socket.io/carrier-pigeon//1")).code == 404
-            ws, sid = await open_ws(base)
-            assert len(sid) == 32
-            ws.close()
+            async with testing.connect(base) as client:
+                assert len(client.session_id) == 32
     run(body())
 
 
@@ -66,16 +66,16 @@ def test_two_routers_with_different_resources_are_independent():
     async def body():
         router_b = tornadio.get_router(echo_connection(events_b), resource="other")
         async with serve(echo_connection(events_a), extra_handlers=[router_b.route()]) as (base, router_a):
-            ws_a, _ = await open_ws(base, "/socket.io/websocket")
-            ws_b, _ = await open_ws(base, "/other/websocket")
-            ws_a.write_message("~m~1~m~a")
-            ws_b.write_message("~m~1~m~b")
-            assert await read_ws(ws_a) == [("text", "a")]
-            assert await read_ws(ws_b) == [("text", "b")]
+            client_a = await testing.connect(base, resource="socket.io")
+            client_b = await testing.connect(base, resource="other")
+            client_a.send("a")
+            client_b.send("b")
+            assert await client_a.receive_frame() == ("text", "a")
+            assert await client_b.receive_frame() == ("text", "b")
             assert events_a.messages == ["a"] and events_b.messages == ["b"]
             assert len(router_a.sessions()) == 1 and len(router_b.sessions()) == 1
-            ws_a.close()
-            ws_b.close()
+            await client_a.close()
+            await client_b.close()
             await events_b.wait_for(lambda: events_b.closed)
             router_b.sessions().close_all()
     run(body())
@@ -93,10 +93,9 @@ def test_extra_captures_reach_on_open_as_real_arguments():
 
     async def body():
         async with serve(Room, resource="chat", extra_re=r"\d+", extra_sep="/") as (base, _):
-            ws, _ = await open_ws(base, "/chat/123/websocket")
-            response = await fetch(base + "/chat/4567/xhr-polling//13000")
-            assert response.code == 200
-            ws.close()
+            async with testing.connect(base, resource="chat/123"):
+                async with testing.connect(base, "xhr-polling", resource="chat/4567"):
+                    pass
     run(body())
     assert seen[0] == ("/chat/123/websocket", ("123",), {"extra": "123"})
     assert seen[1][1:] == (("4567",), {"extra": "4567"})
@@ -143,14 +142,14 @@ def test_coroutine_on_open_and_on_message_keep_order():
     async def body():
         async with serve(Slow) as (base, _):
             ws = await tornado.websocket.websocket_connect(base.replace("http", "ws") + "/socket.io/websocket")
-            first = await read_ws(ws)
-            # Whatever on_open sent rides behind the id in the first payload.
+            # A raw WebSocket: whatever on_open sent rides behind the id in the first payload.
+            first = messages(await asyncio.wait_for(ws.read_message(), WAIT))
             assert first[1:] == [("text", "ready")]
             ws.write_message("~m~5~m~first~m~6~m~second")
             ws.write_message("~m~5~m~third")
             got = []
             while len(got) < 3:
-                got += [data for _, data in await read_ws(ws)]
+                got += [data for _, data in messages(await asyncio.wait_for(ws.read_message(), WAIT))]
             assert got == ["first", "second", "third"]
             ws.close()
     run(body())
@@ -170,10 +169,10 @@ def test_user_exceptions_are_logged_and_the_server_lives_on():
     async def body():
         with captured_logs() as records:
             async with serve(Broken) as (base, _):
-                ws, _ = await open_ws(base)
-                ws.write_message("~m~4~m~boom~m~2~m~ok")
-                assert await read_ws(ws) == [("text", "ok")]
-                ws.close()
+                client = await testing.connect(base)
+                client.send(["boom", "ok"])  # one payload, two frames
+                assert await client.receive_frame() == ("text", "ok")
+                await client.close()
                 await asyncio.sleep(0.1)
         errors = tracebacks(records)
         assert any("on_message" in r.getMessage() for r in errors)
@@ -193,14 +192,13 @@ def test_send_values_and_errors():
 
     async def body():
         async with serve(Sender) as (base, _):
-            ws, _ = await open_ws(base)
-            ws.write_message("~m~2~m~go")
-            got = []
-            while not got or got[-1] != ("text", "done"):
-                got += await read_ws(ws)
-            assert got == [("text", "a"), ("json", {"b": 2}), ("json", None), ("json", 42),
-                           ("json", [1, 2]), ("text", "done")]
-            ws.close()
+            async with testing.connect(base) as client:
+                client.send("go")
+                got = []
+                while not got or got[-1] != ("text", "done"):
+                    got.append(await client.receive_frame())
+                assert got == [("text", "a"), ("json", {"b": 2}), ("json", None), ("json", 42),
+                               ("json", [1, 2]), ("text", "done")]
     run(body())
 
 
@@ -209,13 +207,14 @@ def test_send_after_close_is_a_logged_no_op_and_close_is_idempotent():
 
     async def body():
         async with serve(echo_connection(events)) as (base, router):
-            ws, _ = await open_ws(base)
+            client = await testing.connect(base)
             conn = events.connections[0]
             conn.close()
             conn.close()
             assert conn.is_closed
             conn.send("late")
-            assert await read_ws(ws) is None  # the socket was closed, nothing more came
+            with pytest.raises(testing.ConnectionClosed):  # the socket was closed, nothing more came
+                await client.receive()
             await events.wait_for(lambda: events.closed)
             assert len(router.sessions()) == 0
     run(body())
@@ -277,10 +276,10 @@ def test_on_open_that_raises_refuses_the_client():
     async def body():
         with captured_logs() as records:
             async with serve(Crashing) as (base, router):
-                assert (await fetch(base + "/socket.io/xhr-polling//1")).code == 403
-                ws = await tornado.websocket.websocket_connect(
-                    base.replace("http", "ws") + "/socket.io/websocket")
-                assert await ws.read_message() is None
+                for transport, status in (("xhr-polling", 403), ("websocket", 1008)):
+                    with pytest.raises(testing.ConnectionRefused) as refused:
+                        await testing.connect(base, transport)
+                    assert refused.value.status == status  # 1008: closed before the id
                 assert len(router.sessions()) == 0
         assert sum("on_open" in r.getMessage() for r in tracebacks(records)) == 2
     run(body())
@@ -294,14 +293,14 @@ def test_messages_in_counts_each_message_once():
 
     async def body():
         async with serve(Slow) as (base, router):
-            ws, _ = await open_ws(base)
+            client = await testing.connect(base)
             for _ in range(50):
-                ws.write_message("~m~1~m~a~m~1~m~b")
+                client.send(["a", "b"])  # one WebSocket message of two frames
             for _ in range(200):
                 if router.sessions().messages_in >= 100:
                     break
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
             assert router.sessions().messages_in == 100
-            ws.close()
+            await client.close()
     run(body())

@@ -16,8 +16,9 @@ import tornado.websocket
 import tornadio
 from tornadio import persistent, polling, router as router_module
 from tornadio.server import SocketServer
-from support.wire import (Events, captured_logs, echo_connection, form, messages, open_ws,
-                          read_ws, run, serve, tracebacks)
+from tornadio import testing
+from support.wire import (Events, captured_logs, echo_connection, form, messages, run, serve,
+                          tracebacks)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_DIR = os.path.join(os.path.dirname(TESTS_DIR), "tornadio")
@@ -139,10 +140,10 @@ def test_a_new_router_for_the_same_class_is_independent_of_the_old():
 
     async def go():
         async with serve(connection) as (base, router):
-            ws, sid = await open_ws(base)
+            ws = await testing.connect(base); sid = ws.session_id
             assert len(router.sessions()) == 1
             assert len(first.sessions()) == 0 and len(second.sessions()) == 0
-            ws.close()
+            await ws.close()
     run(go())
 
 
@@ -168,8 +169,8 @@ def test_two_routers_on_one_redis_channel_both_receive_every_broadcast(redis_ser
             remote = tornadio.get_router(Room, {"broadcast_backend": elsewhere}, resource="one")
             remote_broadcaster = remote.broadcaster()
             async with serve(Room, extra_handlers=[first.route(), second.route()]) as (base, _):
-                ws_one, _ = await open_ws(base, "/one/websocket")
-                ws_two, _ = await open_ws(base, "/two/websocket")
+                ws_one = await testing.connect(base, resource="one")
+                ws_two = await testing.connect(base, resource="two")
                 assert await first.broadcaster().ready(10)
                 assert await second.broadcaster().ready(10)
                 assert await remote_broadcaster.ready(10)
@@ -178,24 +179,24 @@ def test_two_routers_on_one_redis_channel_both_receive_every_broadcast(redis_ser
                     assert delivery.remote
                 got_one, got_two = [], []
                 while len(got_one) < 20:
-                    got_one += [data for _, data in await read_ws(ws_one)]
+                    got_one.append(await ws_one.receive())
                 while len(got_two) < 20:
-                    got_two += [data for _, data in await read_ws(ws_two)]
+                    got_two.append(await ws_two.receive())
                 expected = ["remote %d" % n for n in range(20)]
                 assert got_one == expected and got_two == expected
 
                 # A broadcast of one local router reaches the other's clients too.
                 delivery = first.broadcaster().send_all("local")
                 assert delivery.local == 2
-                assert await read_ws(ws_one) == [("text", "local")]
-                assert await read_ws(ws_two) == [("text", "local")]
+                assert await ws_one.receive() == "local"
+                assert await ws_two.receive() == "local"
 
                 # Closing the second router's broadcaster leaves the first listening.
                 second.broadcaster().close()
                 await remote_broadcaster.send_all("after")
-                assert await read_ws(ws_one) == [("text", "after")]
-                ws_one.close()
-                ws_two.close()
+                assert await ws_one.receive() == "after"
+                await ws_one.close()
+                await ws_two.close()
             for router in (first, second, remote):
                 await router.shutdown()
         finally:

@@ -96,8 +96,12 @@ def frame(text):
 
 
 def heartbeat(number):
-    """The heartbeat frame number ``number`` (an int), which the client echoes back verbatim."""
-    return frame("~h~%d" % number)
+    """The heartbeat frame ``~h~N``: the server sends it, the client echoes it verbatim.
+
+    :param number: an int, or the str a received heartbeat carried (to echo it).
+    :returns: the encoded frame.
+    """
+    return frame("%s%s" % (HEARTBEAT_MARK, number))
 
 
 def _encode_json(value):

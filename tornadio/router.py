@@ -16,7 +16,7 @@ import tornado.web
 
 from tornadio import broadcast, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
-from tornadio.client import ClientScript
+from tornadio.client import ClientFile, client_files
 from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
 from tornadio.transport import TransportError, TransportHandlerMixin
 
@@ -84,6 +84,9 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
     "handshake_timeout": 5,
     # Path of socket.io.js to serve at /<resource>/socket.io.js (None: not served).
     "client_js": None,
+    # Directory of WebSocketMain.swf (flashsocket), served at /<resource>/WebSocketMain.swf
+    # and /<resource>/lib/vendor/web-socket-js/... (None: next to client_js; False: not served).
+    "client_swf": None,
     # Cross-process broadcasts (tornadio.broadcast): None keeps them in this
     # process; or a backend object, e.g. redis_broadcast.RedisBroadcastBackend(url=...).
     "broadcast_backend": None,
@@ -159,14 +162,15 @@ class UnknownTransportHandler(TransportHandlerMixin, tornado.web.RequestHandler)
         raise TransportError(404, "unknown transport")
 
 
-class ClientScriptHandler(TransportHandlerMixin, tornado.web.RequestHandler):
-    """``GET /<resource>/socket.io.js``: the client script (``client_js`` setting)."""
+class ClientFileHandler(TransportHandlerMixin, tornado.web.RequestHandler):
+    """``GET /<resource>/socket.io.js`` and the Flash files (``client_js``, ``client_swf``)."""
 
     def get(self, *args: Any, **kwargs: Any) -> None:
-        script = self.router.client_script
-        if script is None:
+        tail = (self.path_kwargs.get("protocol") or "") + (self.path_kwargs.get("rest") or "")
+        found = self.router.client_files.get(tail)
+        if found is None:
             raise TransportError(404, "unknown transport")
-        script.serve(self)
+        found.serve(self)
 
 
 def _extra_pattern(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
@@ -210,8 +214,8 @@ class Router:
         self.transports: Dict[str, Type[TransportHandlerMixin]] = dict(TRANSPORTS)
         self._session_in_path = re.compile(
             r"(/(?:%s)/)([0-9A-Za-z]+)" % "|".join(re.escape(name) for name in self.transports))
-        client_js = self.settings["client_js"]
-        self.client_script: Optional[ClientScript] = ClientScript(client_js) if client_js else None
+        #: URL tail under the resource -> what is served there (socket.io.js, the SWFs).
+        self.client_files: Dict[str, ClientFile] = client_files(self.settings)
         self._route = (self.pattern, self._rules(prefix))
         #: True from :meth:`stop_sessions` until :meth:`restart`: answers then
         #: close their connection, and polls for closed sessions get a quiet answer.
@@ -223,7 +227,9 @@ class Router:
     def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
         arguments = {"router": self}
         rules: List[Tuple[str, Any, Dict[str, Any]]] = [
-            (prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments)]
+            (prefix + r"(?P<protocol>socket\.io\.js|WebSocketMain(?:Insecure)?\.swf|lib)"
+             r"(?P<rest>/vendor/web-socket-js/WebSocketMain(?:Insecure)?\.swf)?",
+             ClientFileHandler, arguments)]
         enabled = self.settings["enabled_protocols"]
         for name, handler in self.transports.items():
             target = handler if name in enabled else DisabledTransportHandler

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
+from tornadio import metrics
+
 if TYPE_CHECKING:
     from tornadio.router import Router
 
@@ -145,7 +147,13 @@ class RouterStats:
 
 
 class StatsHandler(tornado.web.RequestHandler):
-    """``GET`` → ``router.stats()`` as JSON. Route: ``(r"/stats", StatsHandler, {"router": R})``."""
+    """``GET`` → ``router.stats()`` as JSON, or in the Prometheus text format.
+
+    Route: ``(r"/stats", StatsHandler, {"router": R})``. Prometheus text
+    (:mod:`tornadio.metrics`) for ``?format=prometheus`` or an ``Accept``
+    header preferring ``text/plain`` (a Prometheus scrape); ``?format=json``
+    forces JSON; any other ``format`` is a 400.
+    """
 
     def initialize(self, router: "Router") -> None:
         self.router = router
@@ -154,6 +162,15 @@ class StatsHandler(tornado.web.RequestHandler):
         return None
 
     def get(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        wanted = self.get_query_argument("format", None)
+        if wanted not in (None, "json", "prometheus"):
+            raise tornado.web.HTTPError(400, reason="format must be json or prometheus")
         self.set_header("Cache-Control", "no-store")
+        self.add_header("Vary", "Accept")
+        if wanted == "prometheus" or (wanted is None and
+                                      metrics.wants_prometheus(self.request.headers.get("Accept"))):
+            self.set_header("Content-Type", metrics.CONTENT_TYPE)
+            self.finish(metrics.render(self.router.stats()))
+            return
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(self.router.stats(), sort_keys=True))

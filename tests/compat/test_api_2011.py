@@ -9,7 +9,8 @@ import tornado.websocket
 from tornado.ioloop import IOLoop
 
 import tornadio
-from support.wire import (Events, captured_logs, echo_connection, fetch, open_ws, read_ws, run,
+from tornadio import testing
+from support.wire import (Events, captured_logs, echo_connection, fetch, run,
                           serve, tracebacks)
 from support_2011 import listening_sockets
 from tornadio import session as sessions
@@ -111,10 +112,10 @@ def test_router_from_a_factory_object_serves_clients():
         async with serve(factory) as (base, router):
             assert router.connection_class is factory
             assert router.socket_settings["broadcast_channel"] == Factory.__qualname__
-            ws, sid = await open_ws(base)
-            ws.write_message("~m~2~m~hi")
-            assert await read_ws(ws) == [("text", "hi")]
-            ws.close()
+            ws = await testing.connect(base); sid = ws.session_id
+            ws.send_raw("~m~2~m~hi")
+            assert await ws.receive() == "hi"
+            await ws.close()
             await events.wait_for(lambda: events.closed)
             return sid
 
@@ -155,7 +156,7 @@ def test_a_factory_that_fails_refuses_the_client_with_one_error(factory, words):
         async with serve(factory) as (base, router):
             if isinstance(factory, Hoarder):
                 factory.kept = None
-                await open_ws(base)  # its first connection is genuine
+                await testing.connect(base)  # its first connection is genuine
             response = await fetch("%s/socket.io/xhr-polling//1300000000000" % base)
             return response.code, len(router.sessions())
 
@@ -163,7 +164,7 @@ def test_a_factory_that_fails_refuses_the_client_with_one_error(factory, words):
         async with serve(factory) as (base, router):
             if isinstance(factory, Hoarder):
                 factory.kept = None
-                await open_ws(base)  # its first connection is genuine
+                await testing.connect(base)  # its first connection is genuine
             return await ws_refused(base)
 
     with captured_logs() as records:
@@ -240,9 +241,9 @@ def test_is_closed_is_false_inside_on_close_and_send_there_is_quiet():
 
     async def body():
         async with serve(Leaving) as (base, router):
-            ws, sid = await open_ws(base)
+            ws = await testing.connect(base); sid = ws.session_id
             connection = router.sessions().get(sid).connection
-            ws.close()
+            await ws.close()
             while not seen:
                 await asyncio.sleep(0.01)
             return connection.is_closed
@@ -280,11 +281,11 @@ def test_application_attributes_named_like_ours_break_nothing():
 
     async def body():
         async with serve(Shadowing) as (base, router):
-            ws, sid = await open_ws(base)
-            ws.write_message("~m~1~m~x")
-            answer = await read_ws(ws)
+            ws = await testing.connect(base); sid = ws.session_id
+            ws.send_raw("~m~1~m~x")
+            answer = [tuple(await ws.receive_frame())]
             assert router.broadcaster().members("room")[0].session_id == sid
-            ws.close()
+            await ws.close()
             return answer
 
     with captured_logs() as records:

@@ -1,8 +1,8 @@
-"""The Redis fault tests again, under the oldest redis-py that setup.py allows.
+"""The Redis fault tests again, under the oldest redis-py that pyproject.toml allows.
 
 This venv (``.venv``) has the newest redis-py and runs ``test_redis_faults.py``
 directly; ``scripts/setup.sh`` also makes ``.venv-redis-oldest`` (the same
-tornado and pytest, redis-py pinned to the floor of setup.py's ``redis``
+tornado and pytest, redis-py pinned to the floor of pyproject.toml's ``redis``
 extra), and this test runs that module there, in a subprocess.
 """
 import os
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def redis_floor():
-    with open(os.path.join(REPO_ROOT, "setup.py")) as f:
+    with open(os.path.join(REPO_ROOT, "pyproject.toml")) as f:
         found = re.search(r'"redis>=([0-9][0-9.]*)"', f.read())
-    assert found, 'setup.py has no "redis>=X.Y.Z" extra'
+    assert found, 'pyproject.toml has no "redis>=X.Y.Z" extra'
     return found.group(1)
 
 
@@ -41,7 +41,7 @@ def test_fault_tests_pass_under_the_oldest_redis_py():
         [OLDEST_PYTHON, "-c", "import redis; print(redis.__version__)"],
         capture_output=True, text=True, timeout=60).stdout.strip()
     assert version == redis_floor(), (
-        "%s has redis-py %r, setup.py allows >= %s: rerun scripts/setup.sh"
+        "%s has redis-py %r, pyproject.toml allows >= %s: rerun scripts/setup.sh"
         % (OLDEST_PYTHON, version, redis_floor()))
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)

@@ -1,8 +1,10 @@
-"""Raw-protocol test clients over real loopback sockets, in the test's own loop.
+"""Wire-test helpers over real loopback sockets, in the test's own loop.
 
-For wire tests that need no browser: an in-process Tornado server listening on
-127.0.0.1, plain HTTP requests and WebSocket connections, and helpers that
-speak the 0.6 framing. Every wait is bounded.
+For wire tests that need no browser: an in-process server on 127.0.0.1
+(:func:`serve`, over ``tornadio.testing.serve``). Tests talk to it with the
+``tornadio.testing`` client wherever they exchange messages; what is left here
+is raw HTTP for tests that drive the transport by hand (a poll at a time,
+malformed bodies, status codes). Every wait is bounded.
 """
 import asyncio
 import contextlib
@@ -10,13 +12,10 @@ import logging
 from urllib.parse import quote
 
 import tornado.web
-import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
 import tornadio
-from tornadio import proto
+from tornadio import proto, testing
 
 WAIT = 10.0
 
@@ -75,18 +74,14 @@ def echo_connection(events):
 
 @contextlib.asynccontextmanager
 async def serve(connection_class, settings=None, extra_handlers=(), **router_kwargs):
-    """A router for ``connection_class`` listening on 127.0.0.1; yields (base_url, Router)."""
+    """A router for ``connection_class`` listening on 127.0.0.1; yields (base_url, Router).
+
+    On exit every session of the app's routers is closed (``on_close`` runs).
+    """
     router = tornadio.get_router(connection_class, settings, **router_kwargs)
     app = tornado.web.Application([router.route(), *extra_handlers])
-    sock, port = bind_unused_port(address="127.0.0.1")
-    server = HTTPServer(app)
-    server.add_sockets([sock])
-    try:
-        yield "http://127.0.0.1:%d" % port, router
-    finally:
-        server.stop()
-        router.sessions().close_all()
-        await asyncio.sleep(0)
+    async with testing.serve(app) as base:
+        yield base, router
 
 
 async def fetch(url, method="GET", body=None, headers=None, timeout=WAIT, **kwargs):
@@ -112,24 +107,15 @@ def messages(payload):
 
 
 async def open_xhr(base, transport="xhr-polling"):
-    """First poll: returns (session id, the other messages of the first payload)."""
+    """First poll by hand, and no other: returns (session id, the other messages of the payload).
+
+    For tests that poll (or deliberately stop polling) themselves; a
+    ``tornadio.testing`` client would keep a GET held in the background.
+    """
     response = await fetch("%s/socket.io/%s//1300000000000" % (base, transport))
     assert response.code == 200, response.code
     frames = messages(response.body.decode("utf-8"))
     return frames[0][1], frames[1:]
-
-
-async def open_ws(base, path="/socket.io/websocket"):
-    """A WebSocket client past the SID frame: returns (connection, session id)."""
-    ws = await asyncio.wait_for(
-        tornado.websocket.websocket_connect(base.replace("http", "ws", 1) + path), WAIT)
-    first = await asyncio.wait_for(ws.read_message(), WAIT)
-    return ws, messages(first)[0][1]
-
-
-async def read_ws(ws, timeout=WAIT):
-    message = await asyncio.wait_for(ws.read_message(), timeout)
-    return None if message is None else messages(message)
 
 
 @contextlib.contextmanager

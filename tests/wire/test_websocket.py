@@ -5,8 +5,9 @@ import socket
 import pytest
 import tornado.websocket
 
-from support.wire import (Events, captured_logs, echo_connection, open_ws, read_ws,
-                          run, serve, tracebacks)
+from tornadio import testing
+from support.wire import (WAIT, Events, captured_logs, echo_connection, messages, run, serve,
+                          tracebacks)
 
 
 def test_echo_batch_and_heartbeat_cycle():
@@ -14,21 +15,15 @@ def test_echo_batch_and_heartbeat_cycle():
 
     async def body():
         async with serve(echo_connection(events), {"heartbeat_interval": 0.2}) as (base, router):
-            ws, sid = await open_ws(base)
+            client = await testing.connect(base)
+            sid = client.session_id
             assert len(sid) == 32 and sid.isalnum()
-            ws.write_message("~m~5~m~hello~m~10~m~~j~{\"a\":1}")
-            got = []
-            beats = 0
-            while len(got) < 2 or beats < 3:
-                for kind, data in await read_ws(ws):
-                    if kind == "heartbeat":
-                        beats += 1
-                        ws.write_message("~m~%d~m~~h~%s" % (3 + len(data), data))
-                    else:
-                        got.append(data)
+            client.send(["hello", {"a": 1}])  # one WebSocket message, two frames
+            got = [await client.receive(), await client.receive()]
+            await client.wait_heartbeats(3)  # each echoed by the client
             assert got == ["hello", {"a": 1}]
             assert not events.closed  # echoed heartbeats keep it open
-            ws.close()
+            await client.close()
             await events.wait_for(lambda: events.closed)
             assert len(router.sessions()) == 0
     run(body())
@@ -39,11 +34,8 @@ def test_unanswered_heartbeat_closes_socket_and_runs_on_close_once():
 
     async def body():
         async with serve(echo_connection(events), {"heartbeat_interval": 0.1}) as (base, _):
-            ws, _ = await open_ws(base)
-            while True:
-                frames = await read_ws(ws)
-                if frames is None:
-                    break
+            client = await testing.connect(base, answer_heartbeats=False)
+            await client.wait_closed()
             await events.wait_for(lambda: events.closed)
             await asyncio.sleep(0.2)
     run(body())
@@ -55,8 +47,8 @@ def test_tcp_drop_runs_on_close_once():
 
     async def body():
         async with serve(echo_connection(events)) as (base, router):
-            ws, _ = await open_ws(base)
-            ws.protocol.stream.close()  # no close frame: the network just went away
+            client = await testing.connect(base)
+            client.abort()  # no close frame: the network just went away
             await events.wait_for(lambda: events.closed)
             assert len(router.sessions()) == 0
             await asyncio.sleep(0.1)
@@ -72,13 +64,13 @@ def test_malformed_payload_closes_with_one_reason_line_and_server_lives(bad):
     async def body():
         with captured_logs() as records:
             async with serve(echo_connection(events)) as (base, _):
-                ws, _ = await open_ws(base)
-                ws.write_message(bad)
-                assert await read_ws(ws) is None
-                fresh, _ = await open_ws(base)
-                fresh.write_message("~m~5~m~alive")
-                assert await read_ws(fresh) == [("text", "alive")]
-                fresh.close()
+                client = await testing.connect(base)
+                client.send_raw(bad)
+                with pytest.raises(testing.ConnectionClosed):
+                    await client.receive()
+                async with testing.connect(base) as fresh:
+                    fresh.send("alive")
+                    assert await fresh.receive_frame() == ("text", "alive")
         assert not tracebacks(records)
         reasons = [r for r in records if "closing on bad input" in r.getMessage()]
         assert len(reasons) == 1
@@ -92,15 +84,15 @@ def test_binary_message_and_invalid_utf8_are_refused_without_traceback():
     async def body():
         with captured_logs() as records:
             async with serve(echo_connection(events)) as (base, _):
-                ws, _ = await open_ws(base)
-                ws.write_message(b"~m~1~m~x", binary=True)
-                assert await read_ws(ws) is None
-                raw, _ = await open_ws(base)
+                client = await testing.connect(base)
+                client.websocket.write_message(b"~m~1~m~x", binary=True)
+                await client.wait_closed()
+                raw = await testing.connect(base)
                 # A text frame whose bytes are not UTF-8, written by hand (masked, FIN, opcode 1).
                 payload = b"~m~2~m~\xff\xfe"
                 frame = bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
-                await raw.protocol.stream.write(frame)
-                assert await read_ws(raw) is None
+                await raw.websocket.protocol.stream.write(frame)
+                await raw.wait_closed()
         assert not tracebacks(records)
         await asyncio.sleep(0)
     run(body())
@@ -112,10 +104,9 @@ def test_20_mib_frame_is_refused():
 
     async def body():
         async with serve(echo_connection(events)) as (base, _):
-            ws, _ = await open_ws(base)
-            big = "x" * (20 << 20)
-            ws.write_message("~m~%d~m~%s" % (len(big), big))
-            assert await read_ws(ws, timeout=30) is None
+            client = await testing.connect(base)
+            client.send("x" * (20 << 20))
+            await client.wait_closed(timeout=30)
             await events.wait_for(lambda: events.closed)
     run(body())
     assert events.messages == []
@@ -125,14 +116,11 @@ def test_cross_site_websocket_refused_when_origins_are_set():
     async def body():
         settings = {"allowed_origins": ["http://app.example"]}
         async with serve(echo_connection(Events()), settings) as (base, _):
-            url = base.replace("http", "ws") + "/socket.io/websocket"
-            with pytest.raises((tornado.websocket.WebSocketError, tornado.httpclient.HTTPClientError)):
-                await tornado.websocket.websocket_connect(
-                    tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://evil.example"}))
-            ok = await tornado.websocket.websocket_connect(
-                tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://app.example"}))
-            assert (await ok.read_message()).startswith("~m~32~m~")
-            ok.close()
+            with pytest.raises(testing.ConnectionRefused) as refused:
+                await testing.connect(base, headers={"Origin": "http://evil.example"})
+            assert refused.value.status == 403
+            async with testing.connect(base, headers={"Origin": "http://app.example"}) as ok:
+                assert len(ok.session_id) == 32
     run(body())
 
 
@@ -142,7 +130,11 @@ def test_slow_consumer_hits_the_queue_cap_and_is_closed():
     async def body():
         with captured_logs() as records:
             async with serve(echo_connection(events), {"max_queue_bytes": 256 << 10}) as (base, _):
-                ws, _ = await open_ws(base)
+                # A raw WebSocket: after the id it is never read again (Tornado's
+                # client stops reading when one message is waiting unread).
+                ws = await asyncio.wait_for(tornado.websocket.websocket_connect(
+                    base.replace("http", "ws", 1) + "/socket.io/websocket"), WAIT)
+                assert messages(await asyncio.wait_for(ws.read_message(), WAIT))[0][0] == "text"
                 conn = events.connections[0]
                 # Shrink the client's receive buffer and never read again.
                 ws.protocol.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -155,9 +147,8 @@ def test_slow_consumer_hits_the_queue_cap_and_is_closed():
                         await asyncio.sleep(0.001)
                 assert conn.is_closed, "64 MiB were buffered for a client that reads nothing"
                 await events.wait_for(lambda: events.closed)
+                ws.close()
         assert any("not reading" in r.getMessage() for r in records)
         assert not tracebacks(records)
     run(body())
 
-
-import tornado.httpclient  # noqa: E402  (used above through the module attribute)

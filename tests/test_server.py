@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +28,8 @@ import tornadio
 from tornadio import flashserver
 from tornadio.flashserver import FlashPolicyServer, policy_xml
 from tornadio.server import SocketServer, socket_routers
+
+from support.process import ScriptProcess
 
 REQUEST = b"<policy-file-request/>\0"
 FLASH_REQUEST = (b"GET /socket.io/flashsocket HTTP/1.1\r\nUpgrade: WebSocket\r\n"
@@ -538,3 +541,72 @@ def test_polls_for_sessions_closed_by_the_shutdown_get_a_quiet_answer():
             await server.shutdown(1)
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+# -- signals, on a real process ---------------------------------------------------------
+SLOW_CLOSE_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support",
+                                 "slow_close_server.py")
+
+
+def run_with_sessions(close_seconds, count, body):
+    """Start slow_close_server.py (deprecations are errors), open ``count`` websocket
+    sessions, run ``body(process)`` in a thread while they stay connected; returns
+    (its result, the process)."""
+    process = ScriptProcess(SLOW_CLOSE_SERVER, close_seconds,
+                            python_args=["-W", "error::DeprecationWarning"])
+    process.start()
+    try:
+        port = int(process.wait_for(r"listening on (\d+)").group(1))
+
+        async def go():
+            sockets = []
+            try:
+                for _ in range(count):
+                    conn = await bounded(tornado.websocket.websocket_connect(
+                        "ws://127.0.0.1:%d/socket.io/websocket" % port))
+                    assert (await bounded(conn.read_message())).startswith("~m~32~m~")
+                    sockets.append(conn)
+                process.wait_for(r"^opened ", count=count)
+                return await asyncio.get_running_loop().run_in_executor(None, body, process)
+            finally:
+                for conn in sockets:
+                    conn.close()
+
+        return asyncio.run(asyncio.wait_for(go(), 60)), process
+    finally:
+        process.kill()
+
+
+def session_lines(process, word):
+    return [line.split()[1] for line in process.lines("out") if line.startswith(word + " ")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_runs_every_on_close_then_exits_0(signum):
+    def body(process):
+        process.send_signal(signum)
+        return process.wait_exit(20)
+
+    status, process = run_with_sessions(0.5, 3, body)
+    assert status == 0, process.output()
+    assert len(session_lines(process, "opened")) == 3
+    assert sorted(session_lines(process, "closed")) == sorted(session_lines(process, "opened"))
+    assert process.lines("out")[-1] == "returned"
+    assert "Traceback" not in process.output() and "Warning" not in process.output()
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_during_a_slow_shutdown_exits_at_once(second):
+    """Three on_close of 3 s each: the second signal must not wait for them."""
+    def body(process):
+        process.send_signal(signal.SIGINT)
+        process.wait_for(r"^closing ")
+        process.send_signal(second)
+        return process.wait_exit(2.0)  # a bound, not a measurement: the rest needs 6 s
+
+    status, process = run_with_sessions(3.0, 3, body)
+    assert status == 128 + second, process.output()
+    assert len(session_lines(process, "closed")) < 3
+    assert "returned" not in process.lines("out")
+    assert any("again: exiting" in line for line in process.lines("err")), process.output()
+    assert "Traceback" not in process.output()

@@ -34,6 +34,8 @@ log = logging.getLogger("tornadio.server")
 PEEK_TIMEOUT = 10.0
 #: Default bound of :meth:`SocketServer.shutdown`.
 SHUTDOWN_TIMEOUT = 5.0
+#: Signals that shut a server started with ``auto_start=True`` down.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def socket_routers(application):
@@ -78,6 +80,17 @@ def merged_origins(routers):
     return merged
 
 
+def _exit_now(signum, frame):
+    """A second stop signal: leave now, whatever the shutdown is still waiting for."""
+    log.warning("signal %d again: exiting without waiting for the shutdown", signum)
+    raise SystemExit(128 + signum)
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shutdown failed", exc_info=task.exception())
+
+
 def _url_host(address):
     host = address or "0.0.0.0"
     return "[%s]" % host if ":" in host else host
@@ -107,6 +120,7 @@ class SocketServer(HTTPServer):
         self.policy_server = None
         self._peeks = set()
         self._owns_loop = False
+        self._shutdown_task = None
         self._inline_policy = bool(settings.get("flash_policy_inline", True))
 
         sockets = netutil.bind_sockets(settings.get("socket_io_port", 8001),
@@ -133,7 +147,19 @@ class SocketServer(HTTPServer):
 
     # -- loop control --------------------------------------------------------------
     def start_loop(self):
-        """Run ``IOLoop.current()`` until :meth:`stop`; a no-op inside a running loop."""
+        """Run ``IOLoop.current()`` until :meth:`stop`; a no-op inside a running loop.
+
+        While it runs, SIGINT and SIGTERM shut the server down gracefully
+        (:meth:`shutdown`: every ``on_close`` runs). A second SIGINT or SIGTERM
+        during that shutdown exits at once, without waiting for the rest:
+        :class:`SystemExit` with status 128 + the signal number (130 for
+        Ctrl-C), as a shell reports a process killed by that signal. The
+        previous signal handlers are put back when the loop stops.
+
+        .. versionchanged:: 1.0
+           Signals no longer go through ``IOLoop.add_callback_from_signal``
+           (deprecated since Tornado 6.4); a second signal forces the exit.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -143,28 +169,64 @@ class SocketServer(HTTPServer):
                         "not starting it again")
             return
         self._owns_loop = True
-        previous = self._install_signal_handlers()
+        restore = self._install_signal_handlers()
         try:
             IOLoop.current().start()
         finally:
             self._owns_loop = False
+            restore()
+
+    def _install_signal_handlers(self):
+        """SIGINT/SIGTERM start :meth:`shutdown`; returns what puts the old handlers back.
+
+        The first signal is taken by the asyncio loop (``add_signal_handler``),
+        so the shutdown starts as an ordinary loop callback; where that is not
+        available, a plain handler hands it to the loop with
+        ``call_soon_threadsafe``. After it, a plain handler waits for a second
+        signal: it runs between two bytecodes of the main thread, so it works
+        even while an ``on_close`` blocks the loop (``time.sleep``, say).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = IOLoop.current().asyncio_loop
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        through_loop = []
+
+        def first(signum):
+            log.info("signal %d: shutting down (send it again to exit at once)", signum)
+            for number in through_loop:
+                loop.remove_signal_handler(number)
+            through_loop.clear()
+            for number in STOP_SIGNALS:
+                signal.signal(number, _exit_now)
+            self._start_shutdown_task()
+
+        try:
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, first, signum)
+                through_loop.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Not a Unix selector loop (e.g. Windows): a plain handler instead.
+            for signum in through_loop:
+                loop.remove_signal_handler(signum)
+            through_loop.clear()
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, lambda number, frame: loop.call_soon_threadsafe(first, number))
+
+        def restore():
+            for signum in through_loop:
+                loop.remove_signal_handler(signum)
+            through_loop.clear()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _install_signal_handlers(self):
-        """SIGINT/SIGTERM run :meth:`shutdown`, so every ``on_close`` runs before exit."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        loop = IOLoop.current()
+        return restore
 
-        def on_signal(signum, frame):
-            log.info("signal %d: shutting down", signum)
-            loop.add_callback_from_signal(lambda: asyncio.ensure_future(self.shutdown()))
-
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
-        return previous
+    def _start_shutdown_task(self):
+        """Run :meth:`shutdown` as a task held by this server until it ends."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self.shutdown())
+            self._shutdown_task.add_done_callback(_log_failure)
 
     def stop(self):
         """Stop listening (HTTP and policy); stop the loop if this server started it.
@@ -185,15 +247,17 @@ class SocketServer(HTTPServer):
         """Stop listening, close every session (``on_close`` runs), then wait at
         most ``timeout`` seconds for the remaining HTTP connections to close."""
         owns_loop, self._owns_loop = self._owns_loop, False
-        self.stop()
-        for router in socket_routers(self.application):
-            await router.shutdown()
         try:
-            await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
-        except gen.TimeoutError:
-            log.warning("shutdown: connections still open after %.1f s", timeout)
-        if owns_loop:
-            IOLoop.current().stop()
+            self.stop()
+            for router in socket_routers(self.application):
+                await router.shutdown()
+            try:
+                await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
+            except gen.TimeoutError:
+                log.warning("shutdown: connections still open after %.1f s", timeout)
+        finally:
+            if owns_loop:  # even when a step failed: the process must not hang
+                IOLoop.current().stop()
 
     # -- inline policy -------------------------------------------------------------
     def handle_stream(self, stream, address):

@@ -298,7 +298,12 @@ class Session:
                     self._inbox = deque(messages)  # the rest wait for this one
                 if self._drained is None:
                     self._drained = asyncio.get_running_loop().create_future()
-                asyncio.ensure_future(result).add_done_callback(self._after_async_message)
+                task = asyncio.ensure_future(result)
+                # The loop holds tasks only weakly: without this a task waiting
+                # on a future nobody else holds would be collected mid-await.
+                self.container.tasks.add(task)
+                task.add_done_callback(self.container.tasks.discard)
+                task.add_done_callback(self._after_async_message)
                 return
         self._inbox = None
         self._wake_readers()
@@ -379,6 +384,8 @@ class SessionContainer:
         #: Called with each session as it leaves the container (groups, stats...).
         self.on_remove = []
         self._to_flush = []
+        #: Running coroutine ``on_message`` tasks, referenced until they end.
+        self.tasks = set()
 
     def schedule_flush(self, session):
         """Flush ``session`` at the next loop turn, with every other session due then."""

@@ -27,7 +27,7 @@ from tornado.testing import AsyncTestCase, gen_test
 import tornadio
 from tornadio import flashserver
 from tornadio.flashserver import FlashPolicyServer, policy_xml
-from tornadio.server import SocketServer, socket_routers
+from tornadio.server import SocketServer, idle_timeout, socket_routers
 
 from support.process import ScriptProcess
 
@@ -381,6 +381,45 @@ class TestSocketServer(AsyncTestCase):
         with self.assertLogs("tornadio.server", "INFO") as logs:
             server = self.start(flash_policy_server=False)
         assert "http://127.0.0.1:%d/" % server.port in "\n".join(logs.output)
+
+    async def idle_connection_outcome(self, server, seconds=10):
+        """One request on a kept-alive connection, then silence: what the server does."""
+        reader, writer = await bounded(asyncio.open_connection("127.0.0.1", server.port))
+        try:
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await bounded(reader.readuntil(b"\r\n\r\n"))
+            assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in head.lower()
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            assert await bounded(reader.readexactly(length)) == b"hello world"
+            try:
+                rest = await bounded(reader.read(), seconds)
+            except gen.TimeoutError:
+                return "still open"
+            return "closed" if rest == b"" else rest
+        finally:
+            writer.close()
+
+    @gen_test(timeout=20)
+    async def test_idle_keep_alive_connection_is_closed(self):
+        """A client that vanished after a request no longer holds its connection:
+        by default it goes after xhr_polling_timeout + session_expiry (1.5 s here)."""
+        server = self.start(flash_policy_server=False,
+                            router_settings={"xhr_polling_timeout": 0.5, "session_expiry": 1})
+        assert await self.idle_connection_outcome(server) == "closed"
+
+    @gen_test(timeout=20)
+    async def test_idle_connection_timeout_setting(self):
+        server = self.start(flash_policy_server=False, idle_connection_timeout=0.5)
+        assert await self.idle_connection_outcome(server) == "closed"
+        for wrong in (0, -1, "10", True):
+            with pytest.raises(ValueError, match="idle_connection_timeout"):
+                SocketServer(make_app(self.log, idle_connection_timeout=wrong), auto_start=False)
+
+    def test_idle_timeout_follows_the_routers(self):
+        assert idle_timeout(make_app(self.log)) == 20 + 30
+        slow = make_app(self.log, router_settings={"xhr_polling_timeout": 55, "session_expiry": 5})
+        assert idle_timeout(slow) == 60
+        assert idle_timeout(tornado.web.Application()) == 20 + 30
 
     @gen_test(timeout=15)
     async def test_shutdown_closes_every_session(self):

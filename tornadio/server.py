@@ -10,11 +10,13 @@ Application settings read (all optional):
 ``socket_io_port`` (8001), ``socket_io_address`` (``''``: every interface),
 ``flash_policy_port`` (843), ``flash_policy_file`` (None: generated from the
 routers' ``allowed_origins`` and the socket.io port), ``flash_policy_server``
-(True; False runs no separate policy listener) and ``flash_policy_inline``
-(True; False turns off the inline answer on the socket.io port).
+(True; False runs no separate policy listener), ``flash_policy_inline``
+(True; False turns off the inline answer on the socket.io port) and
+``idle_connection_timeout`` (see :func:`idle_timeout`).
 """
 import asyncio
 import logging
+import numbers
 import signal
 import socket
 import threading
@@ -25,7 +27,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from tornadio import flashserver
-from tornadio.router import SocketRouterHandler
+from tornadio.router import DEFAULT_SETTINGS, SocketRouterHandler
 
 log = logging.getLogger("tornadio.server")
 
@@ -80,6 +82,31 @@ def merged_origins(routers):
     return merged
 
 
+def idle_timeout(application):
+    """Seconds a keep-alive connection may wait for its next request before it is closed.
+
+    The application setting ``idle_connection_timeout`` when there is one, else
+    the longest ``xhr_polling_timeout + session_expiry`` of the app's routers
+    (50 s with their defaults): how long a polling session outlives its
+    client's last request, so the connection of a client that vanished goes
+    with its session instead of staying open for Tornado's default hour.
+    A live client is not affected: it polls again as soon as an answer
+    arrives, and a browser opens a new connection when an idle one was closed.
+
+    Raises ValueError for a setting that is not a number of seconds > 0.
+    """
+    settings = getattr(application, "settings", {}) or {}
+    value = settings.get("idle_connection_timeout")
+    if value is None:
+        routers = socket_routers(application)
+        every = [router.socket_settings for router in routers] or [DEFAULT_SETTINGS]
+        return max(each["xhr_polling_timeout"] + each["session_expiry"] for each in every)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise ValueError("idle_connection_timeout must be a number of seconds > 0, not %r"
+                         % (value,))
+    return value
+
+
 def _exit_now(signum, frame):
     """A second stop signal: leave now, whatever the shutdown is still waiting for."""
     log.warning("signal %d again: exiting without waiting for the shutdown", signum)
@@ -104,13 +131,15 @@ class SocketServer(HTTPServer):
     ``IOLoop.current()`` until it is stopped. ``auto_start=False`` returns once
     listening, for embedding in a running loop and for tests. ``io_loop`` is
     accepted for old code and ignored: Tornado 6 has one current IOLoop.
-    Other keyword arguments go to ``HTTPServer``.
+    Other keyword arguments go to ``HTTPServer``; an ``idle_connection_timeout``
+    given there wins over the one :func:`idle_timeout` derives.
     """
 
     # HTTPServer is a tornado Configurable: __new__ calls initialize() with the
     # constructor's arguments, and the inherited __init__ ignores them.
     def initialize(self, application, no_keep_alive=False, io_loop=None, xheaders=False,
                    ssl_options=None, auto_start=True, **more_httpserver_kwargs):
+        more_httpserver_kwargs.setdefault("idle_connection_timeout", idle_timeout(application))
         super().initialize(application, no_keep_alive=no_keep_alive, xheaders=xheaders,
                            ssl_options=ssl_options, **more_httpserver_kwargs)
         settings = getattr(application, "settings", {}) or {}

@@ -302,7 +302,7 @@ class TestRefusals(FlashTestCase):
 
 
 class TestBadInput(FlashTestCase):
-    settings = {"heartbeat_interval": 5, "max_websocket_message": 64}
+    settings = {"heartbeat_interval": 5, "max_websocket_message": 64, "max_frames_per_payload": 3}
 
     async def check_closed_on(self, data):
         client, sid = await self.connected_client()
@@ -336,6 +336,11 @@ class TestBadInput(FlashTestCase):
         message = "x" * 100
         assert "longer than 64" in await self.check_closed_on(
             b"\x00" + frame(message).encode() + b"\xff")
+
+    @gen_test(timeout=10)
+    async def test_more_frames_than_max_frames_per_payload(self):
+        assert "more than 3 frames" in await self.check_closed_on(
+            b"\x00" + (frame("x") * 4).encode() + b"\xff")
 
     @gen_test(timeout=10)
     async def test_frame_at_the_limit_passes(self):

@@ -136,6 +136,9 @@ class HttpTransport(Transport):
             payload = payload.replace("\r\n", "\n")
         try:
             waiter = session.receive(payload)
+        except proto.TooManyFramesError as exc:
+            self.fail(413, exc.reason)
+            return
         except proto.DecodeError as exc:
             self.fail(400, "malformed payload: %s" % exc.reason)
             return

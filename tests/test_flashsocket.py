@@ -23,7 +23,8 @@ KEY2 = "1_ tx7X d  <  nw  334J702) 7]o}` 0"
 KEY3 = b"Tm[K T2u"
 DIGEST = b"fQJ,fN/4F4!~K~MH"
 
-ORIGIN = "http://page.example:8080"
+# A page of the same host on another port: what the default policy admits.
+ORIGIN = "http://127.0.0.1:8080"
 WAIT = 5.0  # upper bound of any single wait in these tests
 
 

@@ -33,7 +33,7 @@ from support.process import ScriptProcess
 
 REQUEST = b"<policy-file-request/>\0"
 FLASH_REQUEST = (b"GET /socket.io/flashsocket HTTP/1.1\r\nUpgrade: WebSocket\r\n"
-                 b"Connection: Upgrade\r\nHost: 127.0.0.1:%d\r\nOrigin: http://page.example\r\n"
+                 b"Connection: Upgrade\r\nHost: 127.0.0.1:%d\r\nOrigin: http://127.0.0.1\r\n"
                  b"Sec-WebSocket-Key1: 18x 6]8vM;54 *(5:  {   U1]8  z [  8\r\n"
                  b"Sec-WebSocket-Key2: 1_ tx7X d  <  nw  334J702) 7]o}` 0\r\n\r\nTm[K T2u")
 WAIT = 5.0
@@ -368,8 +368,9 @@ class TestSocketServer(AsyncTestCase):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        # The page is https too: an http page is not let into a TLS server by default.
         flash = await bounded(TCPClient().connect("127.0.0.1", server.port, ssl_options=context))
-        await bounded(flash.write(FLASH_REQUEST % server.port))
+        await bounded(flash.write(FLASH_REQUEST.replace(b"http://", b"https://") % server.port))
         head = await bounded(flash.read_until(b"\r\n\r\n"))
         assert b"Sec-WebSocket-Location: wss://127.0.0.1:%d/socket.io/flashsocket" % server.port \
             in head

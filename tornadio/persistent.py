@@ -182,8 +182,8 @@ class FlashSocketTransport(Transport):
         if not _header_value_ok(origin):
             self.fail(400, "flashsocket needs an Origin header")
             return
-        if not origins.origin_allowed(self.settings["allowed_origins"], origin):
-            self.fail(403, "origin not allowed")
+        if not origins.check(self.settings["allowed_origins"], origin, request, self.name):
+            self.fail(403, origins.REFUSED)
             return
         host = request.host
         if not _header_value_ok(host) or not _header_value_ok(request.uri):

@@ -69,8 +69,9 @@ class HttpTransport(Transport):
         origin = self.handler.request.headers.get("Origin")
         if origin is None:
             return True
-        if not origins.origin_allowed(self.settings["allowed_origins"], origin):
-            self.fail(403, "origin not allowed")
+        if not origins.check(self.settings["allowed_origins"], origin, self.handler.request,
+                             self.name):
+            self.fail(403, origins.REFUSED)
             return False
         self.handler.set_header("Access-Control-Allow-Origin", origin)
         self.handler.set_header("Vary", "Origin")
@@ -278,7 +279,8 @@ class JSONPPollingTransport(LongPollingTransport):
             return True
         policy = self.settings["allowed_origins"]
         referer = origins.origin_of(headers.get("Referer", ""))
-        if policy is not None and referer and origins.origin_allowed(policy, referer):
+        request = self.handler.request
+        if referer and origins.origin_allowed(policy, referer, request.host, request.protocol):
             return True
         self.fail(403, "cross-site jsonp-polling refused")
         return False

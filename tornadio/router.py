@@ -32,7 +32,8 @@ DEFAULT_SETTINGS = {
     "heartbeat_interval": 12,
     # How long a long-poll GET is held before an empty answer.
     "xhr_polling_timeout": 20,
-    # Origin policy, see tornadio.origins: None (any), a list, or a callable.
+    # Origin policy, see tornadio.origins: None (pages of the same host, any port),
+    # "*" (any page), a list, or a callable.
     "allowed_origins": None,
     # False: jsonp-polling refuses pages of other sites (Sec-Fetch-Site: cross-site)
     # unless their Referer origin is in allowed_origins. See SECURITY.rst.
@@ -221,7 +222,10 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         self.set_header("Cache-Control", "no-store")
 
     def check_origin(self, origin):
-        return origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+        if origins.check(self.socket_settings["allowed_origins"], origin, self.request, "websocket"):
+            return True
+        self.fail_reason = origins.REFUSED
+        return False
 
     @property
     def max_message_size(self):

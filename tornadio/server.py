@@ -64,8 +64,10 @@ def socket_routers(application):
 def merged_origins(routers):
     """One origin policy for the Flash policy file covering every flashsocket router.
 
-    None (unrestricted) as soon as one router allows any origin or uses a
-    callable, otherwise the union of the lists; an empty list (no
+    None (every domain) as soon as one router has the default same-host
+    policy, ``"*"`` or a callable: the policy request names no host, so
+    neither can be written down, and the flashsocket handshake applies them to
+    the page's Origin. Otherwise the union of the lists; an empty list (no
     ``allow-access-from`` line at all) when no router enables flashsocket.
     """
     merged = []
@@ -74,7 +76,7 @@ def merged_origins(routers):
         if "flashsocket" not in settings["enabled_protocols"]:
             continue
         policy = settings["allowed_origins"]
-        if policy is None or callable(policy):
+        if policy is None or policy == "*" or callable(policy):
             return None
         for entry in policy:
             if entry not in merged:

@@ -131,7 +131,8 @@ def run_case(port, transport, case, seconds):
     ms = lambda value: round(value * 1000, 1)  # noqa: E731
     return {
         "transport": transport, "case": case, "round_trips": len(durations),
-        "rtt_p50_ms": ms(percentile(durations, 0.50)), "rtt_p99_ms": ms(percentile(durations, 0.99)),
+        "rtt_p50_ms": ms(percentile(durations, 0.50)),
+        "rtt_p99_ms": ms(percentile(durations, 0.99)),
         "rtt_max_ms": ms(durations[-1]), "lag_p99_ms": lag["p99_ms"], "lag_max_ms": lag["max_ms"],
         "flood": sent,
     }

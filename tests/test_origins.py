@@ -14,8 +14,8 @@ from tornadio import flashserver, origins
 from tornadio.origins import origin_allowed
 from tornadio.server import merged_origins
 
-from support.wire import (Events, captured_logs, echo_connection, fetch, read_ws, run, serve,
-                          tracebacks)
+from support.wire import (Events, captured_logs, echo_connection, fetch, post, read_ws, run,
+                          serve, tracebacks)
 
 WAIT = 10.0
 
@@ -130,8 +130,8 @@ def test_policies_accepted(policy):
 
 def request(host):
     """A plain-HTTP request as Tornado builds it, addressed to ``host``."""
-    return HTTPServerRequest(start_line=RequestStartLine("GET", "/socket.io/websocket", "HTTP/1.1"),
-                             headers=HTTPHeaders({"Host": host}))
+    start = RequestStartLine("GET", "/socket.io/websocket", "HTTP/1.1")
+    return HTTPServerRequest(start_line=start, headers=HTTPHeaders({"Host": host}))
 
 
 def test_a_refused_origin_is_logged_once_naming_the_setting(caplog):
@@ -248,4 +248,21 @@ def test_no_origin_header_is_no_browser_and_is_let_in():
         async with serve(echo_connection(Events())) as (base, _):
             assert await websocket_status(base, None) == 101
             assert (await fetch(base + "/socket.io/xhr-polling//1")).code == 200
+    run(go())
+
+
+def test_jsonp_polling_is_not_subject_to_cors():
+    """Its polls are <script> GETs (no Origin); its POSTs are forms whose answer the page
+    never reads, sent with Origin: null by pages under Referrer-Policy: no-referrer."""
+    events = Events()
+
+    async def go():
+        async with serve(echo_connection(events)) as (base, _):
+            first = await fetch(base + "/socket.io/jsonp-polling//1/0")
+            sid = first.body.decode()[len('io.JSONP[0]._("~m~32~m~'):][:32]
+            for origin in ("null", "http://127.0.0.1:8080"):
+                answer = await post(base, "jsonp-polling", sid, "~m~2~m~hi", tail="2/0",
+                                    headers={"Origin": origin})
+                assert answer.code == 200
+            assert events.messages == ["hi", "hi"]
     run(go())

@@ -259,6 +259,12 @@ class JSONPPollingTransport(LongPollingTransport):
         self.index = tail[1]
         return True
 
+    def _allow_origin(self):
+        """No CORS for this transport: its ``<script>`` polls carry no Origin, and the
+        page never reads what its form POSTs get (their Origin is ``null`` under
+        ``Referrer-Policy: no-referrer``). ``jsonp_cross_site`` is its guard."""
+        return True
+
     def _valid_get_tail(self, session_id, tail):
         return self._index_from(tail) and self._site_allowed()
 

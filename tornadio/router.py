@@ -222,7 +222,8 @@ class SocketRouterHandler(tornado.websocket.WebSocketHandler):
         self.set_header("Cache-Control", "no-store")
 
     def check_origin(self, origin):
-        if origins.check(self.socket_settings["allowed_origins"], origin, self.request, "websocket"):
+        policy = self.socket_settings["allowed_origins"]
+        if origins.check(policy, origin, self.request, "websocket"):
             return True
         self.fail_reason = origins.REFUSED
         return False

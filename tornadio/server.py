@@ -241,8 +241,12 @@ class SocketServer(HTTPServer):
             for signum in through_loop:
                 loop.remove_signal_handler(signum)
             through_loop.clear()
+
+            def hand_to_loop(signum, frame):
+                loop.call_soon_threadsafe(first, signum)
+
             for signum in STOP_SIGNALS:
-                signal.signal(signum, lambda number, frame: loop.call_soon_threadsafe(first, number))
+                signal.signal(signum, hand_to_loop)
 
         def restore():
             for signum in through_loop:

@@ -11,9 +11,10 @@ prints ``listening on PORT`` and answers ``GET /soak/stats`` with JSON:
 ``connections``   HTTP connections the server still holds (this request's excluded)
 ``fds``           open file descriptors of the process
 With ``?memory=1`` also ``blocks`` and ``kib``: the Python memory tracemalloc sees,
-after a full garbage collection (and with CPython's method cache emptied). ``&baseline=1`` remembers that snapshot; later
-memory answers then carry ``growth``, the ten source lines whose allocations grew
-most since (for a failure report).
+after a full garbage collection (and with CPython's method cache emptied).
+``&baseline=1`` remembers that snapshot; later memory answers then carry
+``growth``, the ten source lines whose allocations grew most since (for a
+failure report).
 """
 import tracemalloc
 

@@ -150,6 +150,7 @@ class SocketServer(HTTPServer):
         self.port = None
         self.policy_server = None
         self._peeks = set()
+        self._tasks = set()
         self._owns_loop = False
         self._shutdown_task = None
         self._inline_policy = bool(settings.get("flash_policy_inline", True))
@@ -354,17 +355,18 @@ class _Peek:
             first = b""
         self._finish()
         if first == b"<":
-            self.loop.add_future(
-                gen.convert_yielded(flashserver.answer_policy_request(self.stream,
-                                                                      self.server.policy)),
-                self._policy_done)
+            answering = asyncio.ensure_future(
+                flashserver.answer_policy_request(self.stream, self.server.policy))
+            self.server._tasks.add(answering)  # held until it ends
+            answering.add_done_callback(self.server._tasks.discard)
+            answering.add_done_callback(self._policy_done)
         elif first:
             self.server._pass_on(self.stream, self.address)
         else:
             self.stream.close()  # closed (or reset) before saying anything
 
     def _policy_done(self, future):
-        if future.exception() is None and future.result():
+        if not future.cancelled() and future.exception() is None and future.result():
             log.debug("answered the Flash policy request of %s inline", self.address[0])
 
     def _timed_out(self):

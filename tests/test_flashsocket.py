@@ -23,7 +23,8 @@ KEY2 = "1_ tx7X d  <  nw  334J702) 7]o}` 0"
 KEY3 = b"Tm[K T2u"
 DIGEST = b"fQJ,fN/4F4!~K~MH"
 
-ORIGIN = "http://page.example:8080"
+# A page of the same host on another port: what the default policy admits.
+ORIGIN = "http://127.0.0.1:8080"
 WAIT = 5.0  # upper bound of any single wait in these tests
 
 
@@ -302,7 +303,7 @@ class TestRefusals(FlashTestCase):
 
 
 class TestBadInput(FlashTestCase):
-    settings = {"heartbeat_interval": 5, "max_websocket_message": 64}
+    settings = {"heartbeat_interval": 5, "max_websocket_message": 64, "max_frames_per_payload": 3}
 
     async def check_closed_on(self, data):
         client, sid = await self.connected_client()
@@ -336,6 +337,11 @@ class TestBadInput(FlashTestCase):
         message = "x" * 100
         assert "longer than 64" in await self.check_closed_on(
             b"\x00" + frame(message).encode() + b"\xff")
+
+    @gen_test(timeout=10)
+    async def test_more_frames_than_max_frames_per_payload(self):
+        assert "more than 3 frames" in await self.check_closed_on(
+            b"\x00" + (frame("x") * 4).encode() + b"\xff")
 
     @gen_test(timeout=10)
     async def test_frame_at_the_limit_passes(self):

@@ -307,7 +307,9 @@ def test_slow_coroutine_on_message_holds_the_reader_instead_of_queueing():
     assert max(depth) == 0
 
 
-def test_inbox_is_capped_for_one_huge_batch():
+def test_inbox_is_capped_when_payloads_pile_up():
+    """One payload is bounded by max_frames_per_payload; what overlapping POSTs pile
+    up behind a slow coroutine on_message is bounded by the inbox."""
     from tornadio import session as sessions
 
     class Slow(tornadio.SocketConnection):
@@ -316,10 +318,13 @@ def test_inbox_is_capped_for_one_huge_batch():
 
     async def go():
         with captured_logs() as records:
-            async with serve(Slow, {"max_websocket_message": 1 << 22}) as (base, router):
-                client = await testing.connect(base)
-                client.send(["x"] * (sessions.MAX_INBOX + 10))  # one WebSocket message
-                await client.wait_closed()
+            async with serve(Slow) as (base, router):
+                sid, _ = await open_xhr(base)
+                batch = "~m~1~m~x" * (sessions.MAX_INBOX // 2 + 10)
+                answers = await asyncio.gather(post(base, "xhr-polling", sid, batch),
+                                               post(base, "xhr-polling", sid, batch))
+                assert [answer.code for answer in answers] == [200, 200]
+                assert len(router.sessions()) == 0
         assert any("wait for on_message" in r.getMessage() for r in records)
     run(go())
 

@@ -352,6 +352,31 @@ def test_max_length_table(payload, limit, ok):
             proto.decode(payload, max_length=limit)
 
 
+@SETTINGS
+@given(st.lists(st.one_of(plain_text, st.just("\U0001F600x"), st.just("~h~7")), min_size=1,
+                max_size=30), st.integers(1, 30))
+def test_max_frames_bounds_the_frame_count(bodies, limit):
+    """Heartbeats count as frames; the ASCII, BMP and astral paths agree."""
+    payload = "".join(proto.frame(body) for body in bodies)
+    if len(bodies) <= limit:
+        assert len(proto.decode(payload, max_frames=limit)) == len(bodies)
+    else:
+        with pytest.raises(proto.TooManyFramesError) as refused:
+            proto.decode(payload, max_frames=limit)
+        assert refused.value.reason == "payload holds more than %d frames" % limit
+
+
+def test_max_frames_stops_reading_at_the_first_frame_over():
+    """What follows the first frame over the limit is not even looked at: a flood
+    costs no more to refuse than a legal payload costs to read."""
+    payload = "".join(proto.frame("x") for _ in range(3)) + "garbage, not a frame"
+    with pytest.raises(proto.TooManyFramesError):
+        proto.decode(payload, max_frames=3)
+    assert issubclass(proto.TooManyFramesError, proto.DecodeError)
+    assert len(proto.decode(proto.frame("one"), max_frames=1)) == 1  # the one-frame path
+    assert len(proto.decode("~m~1~m~a" * 125000)) == 125000  # None: no bound
+
+
 # --------------------------------------------------------------------------
 # Fuzzing: only DecodeError may come out of decode
 

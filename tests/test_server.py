@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -26,11 +27,13 @@ from tornado.testing import AsyncTestCase, gen_test
 import tornadio
 from tornadio import flashserver
 from tornadio.flashserver import FlashPolicyServer, policy_xml
-from tornadio.server import SocketServer, socket_routers
+from tornadio.server import SocketServer, idle_timeout, socket_routers
+
+from support.process import ScriptProcess
 
 REQUEST = b"<policy-file-request/>\0"
 FLASH_REQUEST = (b"GET /socket.io/flashsocket HTTP/1.1\r\nUpgrade: WebSocket\r\n"
-                 b"Connection: Upgrade\r\nHost: 127.0.0.1:%d\r\nOrigin: http://page.example\r\n"
+                 b"Connection: Upgrade\r\nHost: 127.0.0.1:%d\r\nOrigin: http://127.0.0.1\r\n"
                  b"Sec-WebSocket-Key1: 18x 6]8vM;54 *(5:  {   U1]8  z [  8\r\n"
                  b"Sec-WebSocket-Key2: 1_ tx7X d  <  nw  334J702) 7]o}` 0\r\n\r\nTm[K T2u")
 WAIT = 5.0
@@ -365,8 +368,9 @@ class TestSocketServer(AsyncTestCase):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        # The page is https too: an http page is not let into a TLS server by default.
         flash = await bounded(TCPClient().connect("127.0.0.1", server.port, ssl_options=context))
-        await bounded(flash.write(FLASH_REQUEST % server.port))
+        await bounded(flash.write(FLASH_REQUEST.replace(b"http://", b"https://") % server.port))
         head = await bounded(flash.read_until(b"\r\n\r\n"))
         assert b"Sec-WebSocket-Location: wss://127.0.0.1:%d/socket.io/flashsocket" % server.port \
             in head
@@ -378,6 +382,45 @@ class TestSocketServer(AsyncTestCase):
         with self.assertLogs("tornadio.server", "INFO") as logs:
             server = self.start(flash_policy_server=False)
         assert "http://127.0.0.1:%d/" % server.port in "\n".join(logs.output)
+
+    async def idle_connection_outcome(self, server, seconds=10):
+        """One request on a kept-alive connection, then silence: what the server does."""
+        reader, writer = await bounded(asyncio.open_connection("127.0.0.1", server.port))
+        try:
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await bounded(reader.readuntil(b"\r\n\r\n"))
+            assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in head.lower()
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            assert await bounded(reader.readexactly(length)) == b"hello world"
+            try:
+                rest = await bounded(reader.read(), seconds)
+            except gen.TimeoutError:
+                return "still open"
+            return "closed" if rest == b"" else rest
+        finally:
+            writer.close()
+
+    @gen_test(timeout=20)
+    async def test_idle_keep_alive_connection_is_closed(self):
+        """A client that vanished after a request no longer holds its connection:
+        by default it goes after xhr_polling_timeout + session_expiry (1.5 s here)."""
+        server = self.start(flash_policy_server=False,
+                            router_settings={"xhr_polling_timeout": 0.5, "session_expiry": 1})
+        assert await self.idle_connection_outcome(server) == "closed"
+
+    @gen_test(timeout=20)
+    async def test_idle_connection_timeout_setting(self):
+        server = self.start(flash_policy_server=False, idle_connection_timeout=0.5)
+        assert await self.idle_connection_outcome(server) == "closed"
+        for wrong in (0, -1, "10", True):
+            with pytest.raises(ValueError, match="idle_connection_timeout"):
+                SocketServer(make_app(self.log, idle_connection_timeout=wrong), auto_start=False)
+
+    def test_idle_timeout_follows_the_routers(self):
+        assert idle_timeout(make_app(self.log)) == 20 + 30
+        slow = make_app(self.log, router_settings={"xhr_polling_timeout": 55, "session_expiry": 5})
+        assert idle_timeout(slow) == 60
+        assert idle_timeout(tornado.web.Application()) == 20 + 30
 
     @gen_test(timeout=15)
     async def test_shutdown_closes_every_session(self):
@@ -538,3 +581,72 @@ def test_polls_for_sessions_closed_by_the_shutdown_get_a_quiet_answer():
             await server.shutdown(1)
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+# -- signals, on a real process ---------------------------------------------------------
+SLOW_CLOSE_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support",
+                                 "slow_close_server.py")
+
+
+def run_with_sessions(close_seconds, count, body):
+    """Start slow_close_server.py (deprecations are errors), open ``count`` websocket
+    sessions, run ``body(process)`` in a thread while they stay connected; returns
+    (its result, the process)."""
+    process = ScriptProcess(SLOW_CLOSE_SERVER, close_seconds,
+                            python_args=["-W", "error::DeprecationWarning"])
+    process.start()
+    try:
+        port = int(process.wait_for(r"listening on (\d+)").group(1))
+
+        async def go():
+            sockets = []
+            try:
+                for _ in range(count):
+                    conn = await bounded(tornado.websocket.websocket_connect(
+                        "ws://127.0.0.1:%d/socket.io/websocket" % port))
+                    assert (await bounded(conn.read_message())).startswith("~m~32~m~")
+                    sockets.append(conn)
+                process.wait_for(r"^opened ", count=count)
+                return await asyncio.get_running_loop().run_in_executor(None, body, process)
+            finally:
+                for conn in sockets:
+                    conn.close()
+
+        return asyncio.run(asyncio.wait_for(go(), 60)), process
+    finally:
+        process.kill()
+
+
+def session_lines(process, word):
+    return [line.split()[1] for line in process.lines("out") if line.startswith(word + " ")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_runs_every_on_close_then_exits_0(signum):
+    def body(process):
+        process.send_signal(signum)
+        return process.wait_exit(20)
+
+    status, process = run_with_sessions(0.5, 3, body)
+    assert status == 0, process.output()
+    assert len(session_lines(process, "opened")) == 3
+    assert sorted(session_lines(process, "closed")) == sorted(session_lines(process, "opened"))
+    assert process.lines("out")[-1] == "returned"
+    assert "Traceback" not in process.output() and "Warning" not in process.output()
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_during_a_slow_shutdown_exits_at_once(second):
+    """Three on_close of 3 s each: the second signal must not wait for them."""
+    def body(process):
+        process.send_signal(signal.SIGINT)
+        process.wait_for(r"^closing ")
+        process.send_signal(second)
+        return process.wait_exit(2.0)  # a bound, not a measurement: the rest needs 6 s
+
+    status, process = run_with_sessions(3.0, 3, body)
+    assert status == 128 + second, process.output()
+    assert len(session_lines(process, "closed")) < 3
+    assert "returned" not in process.lines("out")
+    assert any("again: exiting" in line for line in process.lines("err")), process.output()
+    assert "Traceback" not in process.output()

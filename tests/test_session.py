@@ -213,3 +213,34 @@ def test_queue_cap_closes_a_client_that_does_not_poll():
             session.send("x" * 50)
         assert session.is_closed and session.close_reason == sessions.REASON_OVERFLOW
     arun(body())
+
+
+def test_a_coroutine_on_message_is_held_until_it_ends():
+    """The loop holds tasks weakly: one awaiting a future nobody else holds must
+    not be collected half-way through (it would never finish, silently)."""
+    import gc
+    import weakref
+
+    async def body():
+        session = make(transport="websocket")
+        await session.open(None, (), {})
+        awaited, finished = [], []
+
+        async def on_message(message):
+            future = asyncio.get_running_loop().create_future()
+            awaited.append(weakref.ref(future))
+            await future
+            finished.append(message)
+
+        session.connection.on_message = on_message
+        session.receive(proto.frame("a"))
+        await asyncio.sleep(0)
+        gc.collect()
+        future = awaited[0]()
+        assert future is not None, "the on_message task was garbage-collected"
+        future.set_result(None)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert finished == ["a"]
+        assert not session.container.tasks
+    arun(body())

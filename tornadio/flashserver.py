@@ -63,10 +63,12 @@ def _origin_host(entry: str) -> str:
 def policy_domains(allowed_origins: OriginPolicy) -> List[str]:
     """The ``domain`` values for ``allowed_origins``, in order, without repeats.
 
-    ``None`` (any origin) and a callable (which cannot be listed) give ``*``;
-    the flashsocket handshake still applies the callable to every Origin.
+    ``None`` (the same-host default, which a policy file cannot express: the
+    policy request names no host), ``"*"`` and a callable (which cannot be
+    listed) give ``*``; the flashsocket handshake still applies the policy to
+    the Origin of every connection.
     """
-    if allowed_origins is None or callable(allowed_origins):
+    if allowed_origins is None or allowed_origins == "*" or callable(allowed_origins):
         return ["*"]
     domains: List[str] = []
     for entry in allowed_origins:

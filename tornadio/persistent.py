@@ -37,7 +37,10 @@ class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandl
         raise TransportError(405, "websocket takes no OPTIONS")
 
     def check_origin(self, origin: str) -> bool:
-        allowed: bool = origins.origin_allowed(self.socket_settings["allowed_origins"], origin)
+        allowed: bool = origins.check(self.socket_settings["allowed_origins"], origin,
+                                      self.request, self.name)
+        if not allowed:
+            self.fail_reason = origins.REFUSED
         return allowed
 
     @property
@@ -192,8 +195,8 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
         origin = headers.get("Origin", "")
         if not _header_value_ok(origin):
             raise TransportError(400, "flashsocket needs an Origin header")
-        if not origins.origin_allowed(self.socket_settings["allowed_origins"], origin):
-            raise TransportError(403, "origin not allowed")
+        if not origins.check(self.socket_settings["allowed_origins"], origin, request, self.name):
+            raise TransportError(403, origins.REFUSED)
         host = request.host
         if not _header_value_ok(host) or not _header_value_ok(request.uri):
             raise TransportError(400, "bad Host or request target")

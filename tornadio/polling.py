@@ -90,8 +90,9 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
         origin = self.request.headers.get("Origin")
         if origin is None:
             return
-        if not origins.origin_allowed(self.socket_settings["allowed_origins"], origin):
-            raise TransportError(403, "origin not allowed")
+        if not origins.check(self.socket_settings["allowed_origins"], origin, self.request,
+                             self.name):
+            raise TransportError(403, origins.REFUSED)
         self.set_header("Access-Control-Allow-Origin", origin)
         self.set_header("Vary", "Origin")
 
@@ -172,6 +173,8 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             payload = payload.replace("\r\n", "\n")
         try:
             waiter = session.receive(payload)
+        except proto.TooManyFramesError as exc:
+            raise TransportError(413, exc.reason) from None
         except proto.DecodeError as exc:
             raise TransportError(400, "malformed payload: %s" % exc.reason) from None
         if waiter is not None:
@@ -266,6 +269,11 @@ class JSONPPollingTransport(LongPollingTransport):
             raise TransportError(400, "jsonp-polling needs /SESSION/TIME/INDEX, INDEX digits")
         self.index = tail[1]
 
+    def allow_origin(self) -> None:
+        """No CORS for this transport: its ``<script>`` polls carry no Origin, and the
+        page never reads what its form POSTs get (their Origin is ``null`` under
+        ``Referrer-Policy: no-referrer``). ``jsonp_cross_site`` is its guard."""
+
     def check_get_tail(self, session_id: str, tail: List[str]) -> None:
         self.take_index(tail)
         self.check_site()
@@ -289,7 +297,8 @@ class JSONPPollingTransport(LongPollingTransport):
             return
         policy = settings["allowed_origins"]
         referer = origins.origin_of(headers.get("Referer", ""))
-        if policy is not None and referer and origins.origin_allowed(policy, referer):
+        request = self.request
+        if referer and origins.origin_allowed(policy, referer, request.host, request.protocol):
             return
         raise TransportError(403, "cross-site jsonp-polling refused")
 

@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     import json
 
 __all__ = [
-    "ProtocolError", "DecodeError", "EncodeError", "Frame",
+    "ProtocolError", "DecodeError", "TooManyFramesError", "EncodeError", "Frame",
     "TEXT", "JSON", "HEARTBEAT", "utf16_len", "frame", "encode",
     "heartbeat", "decode", "MAX_LEN_DIGITS",
 ]
@@ -67,6 +67,10 @@ class ProtocolError(ValueError):
 
 class DecodeError(ProtocolError):
     """A payload from a client is malformed; deliver none of it."""
+
+
+class TooManyFramesError(DecodeError):
+    """A payload holds more frames than the receiver accepts at once (``max_frames``)."""
 
 
 class EncodeError(ProtocolError):
@@ -201,12 +205,14 @@ def _utf16_text(units):
         raise DecodeError("a LEN splits a surrogate pair") from None
 
 
-def _split(data, width, max_length, as_text):
+def _split(data, width, max_length, max_frames, as_text):
     """Cut ``data`` into messages by LEN.
 
     ``data`` is the payload itself when every character is one UTF-16 unit
     (``width`` 1), else its UTF-16-LE bytes (``width`` 2), so LEN always
     counts what JavaScript counts. ``as_text`` turns a slice into a str.
+    Stops at frame ``max_frames + 1``: refusing a flood costs no more than
+    reading a legal payload.
     """
     mark = FRAME_MARK if width == 1 else _MARK_UNITS
     step = 3 * width
@@ -214,6 +220,8 @@ def _split(data, width, max_length, as_text):
     messages = []
     pos, size = 0, len(data)
     while pos < size:
+        if len(messages) == max_frames:
+            raise TooManyFramesError("payload holds more than %d frames" % max_frames)
         if not data.startswith(mark, pos):
             raise DecodeError("expected ~m~ at unit %d" % (pos // width))
         end = data.find(mark, pos + step, pos + window)
@@ -228,14 +236,45 @@ def _split(data, width, max_length, as_text):
     return messages
 
 
-def decode(payload, max_length=None):
+def _split_text(text, max_length, max_frames):
+    """:func:`_split` for a str whose characters are one UTF-16 unit each.
+
+    One regular-expression match per frame head instead of several steps: a
+    batch of 10,000 frames is read about twice as fast. Anything it does not
+    take goes to :func:`_split`, which raises the precise error.
+    """
+    head = _ONE_FRAME.match
+    messages = []
+    append = messages.append
+    pos, size = 0, len(text)
+    while pos < size:
+        if len(messages) == max_frames:
+            raise TooManyFramesError("payload holds more than %d frames" % max_frames)
+        found = head(text, pos)
+        if found is None:
+            break
+        length = int(found.group(1))
+        start = found.end()
+        pos = start + length
+        if pos > size or (max_length is not None and length > max_length):
+            break
+        append(text[start:pos])
+    else:
+        return messages
+    return _split(text, 1, max_length, max_frames, str)
+
+
+def decode(payload, max_length=None, max_frames=None):
     """All frames of a payload, in order, as ``Frame(kind, data)``.
 
     The empty payload holds no frames.
 
     :param payload: the str a client sent
     :param max_length: bound of each declared LEN, in UTF-16 units (None: none)
+    :param max_frames: bound of the number of frames, heartbeats included
+        (None: none)
     :returns: a list of :class:`Frame`
+    :raises TooManyFramesError: beyond ``max_frames`` (a DecodeError)
     :raises DecodeError: anything is malformed; nothing of the payload is returned
     """
     if payload.isascii():
@@ -244,14 +283,14 @@ def decode(payload, max_length=None):
             # The common case: one frame, nothing to walk.
             _parse_len(single.group(1), max_length)
             return [_classify(payload[single.end():])]
-        messages = _split(payload, 1, max_length, str)
+        messages = _split_text(payload, max_length, max_frames)
     else:
         try:
             units = payload.encode("utf-16-le")
         except UnicodeEncodeError:
             raise DecodeError("payload contains a lone surrogate") from None
         if len(units) == 2 * len(payload):  # no astral character: units == code points
-            messages = _split(payload, 1, max_length, str)
+            messages = _split_text(payload, max_length, max_frames)
         else:
-            messages = _split(units, 2, max_length, _utf16_text)
+            messages = _split(units, 2, max_length, max_frames, _utf16_text)
     return [_classify(message) for message in messages]

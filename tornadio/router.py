@@ -59,7 +59,8 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
     "heartbeat_interval": 12,
     # How long a long-poll GET is held before an empty answer.
     "xhr_polling_timeout": 20,
-    # Origin policy, see tornadio.origins: None (any), a list, or a callable.
+    # Origin policy, see tornadio.origins: None (pages of the same host, any port),
+    # "*" (any page), a list, or a callable.
     "allowed_origins": None,
     # False: jsonp-polling refuses pages of other sites (Sec-Fetch-Site: cross-site)
     # unless their Referer origin is in allowed_origins. See SECURITY.rst.
@@ -70,6 +71,10 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
     "max_websocket_message": 1 << 20,
     # Largest declared LEN of one incoming frame, in UTF-16 units.
     "max_message_length": 1 << 20,
+    # Most frames in one incoming payload (a POST body or a socket message): 413
+    # or a close beyond, nothing dispatched. The 0.6 client batches what is sent
+    # while its previous POST is in flight (999 frames for a burst of 1,000). 0: no bound.
+    "max_frames_per_payload": 10000,
     # Outgoing bytes a session may queue for a client that is not reading.
     "max_queue_bytes": 16 << 20,
     # Live sessions per router; new ones get 503 beyond. 0 is unlimited. A
@@ -99,7 +104,8 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
 _SECONDS = ("session_check_interval", "session_expiry", "heartbeat_interval",
             "xhr_polling_timeout", "handshake_timeout")
 _SIZES = ("max_http_body", "max_websocket_message", "max_message_length",
-          "max_queue_bytes", "max_sessions", "max_sessions_per_address")
+          "max_frames_per_payload", "max_queue_bytes", "max_sessions",
+          "max_sessions_per_address")
 
 
 def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:

@@ -14,11 +14,13 @@ file is set), ``flash_policy_file`` (None: generated from the routers'
 ``allowed_origins`` and the socket.io port), ``flash_policy_server`` (None:
 run the separate policy listener when ``flash_policy_port`` or
 ``flash_policy_file`` is set, as the 2011 TornadIO did; True or False decide
-outright) and ``flash_policy_inline`` (True; False turns off the inline answer
-on the socket.io port).
+outright), ``flash_policy_inline`` (True; False turns off the inline answer
+on the socket.io port) and ``idle_connection_timeout`` (see
+:func:`idle_timeout`).
 """
 import asyncio
 import logging
+import numbers
 import signal
 import socket
 import threading
@@ -29,7 +31,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from tornadio import flashserver
-from tornadio.router import Router
+from tornadio.router import DEFAULT_SETTINGS, Router
 
 log = logging.getLogger("tornadio.server")
 
@@ -38,6 +40,8 @@ log = logging.getLogger("tornadio.server")
 PEEK_TIMEOUT = 10.0
 #: Default bound of :meth:`SocketServer.shutdown`.
 SHUTDOWN_TIMEOUT = 5.0
+#: Signals that shut a server started with ``auto_start=True`` down.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def socket_routers(application):
@@ -63,8 +67,10 @@ def socket_routers(application):
 def merged_origins(routers):
     """One origin policy for the Flash policy file covering every flashsocket router.
 
-    None (unrestricted) as soon as one router allows any origin or uses a
-    callable, otherwise the union of the lists; an empty list (no
+    None (every domain) as soon as one router has the default same-host
+    policy, ``"*"`` or a callable: the policy request names no host, so
+    neither can be written down, and the flashsocket handshake applies them to
+    the page's Origin. Otherwise the union of the lists; an empty list (no
     ``allow-access-from`` line at all) when no router enables flashsocket.
     """
     merged = []
@@ -73,7 +79,7 @@ def merged_origins(routers):
         if "flashsocket" not in settings["enabled_protocols"]:
             continue
         policy = settings["allowed_origins"]
-        if policy is None or callable(policy):
+        if policy is None or policy == "*" or callable(policy):
             return None
         for entry in policy:
             if entry not in merged:
@@ -95,6 +101,42 @@ def wants_policy_server(settings):
             or settings.get("flash_policy_file") is not None)
 
 
+def idle_timeout(application):
+    """Seconds a keep-alive connection may wait for its next request before it is closed.
+
+    The application setting ``idle_connection_timeout`` when there is one, else
+    the longest ``xhr_polling_timeout + session_expiry`` of the app's routers
+    (50 s with their defaults): how long a polling session outlives its
+    client's last request, so the connection of a client that vanished goes
+    with its session instead of staying open for Tornado's default hour.
+    A live client is not affected: it polls again as soon as an answer
+    arrives, and a browser opens a new connection when an idle one was closed.
+
+    Raises ValueError for a setting that is not a number of seconds > 0.
+    """
+    settings = getattr(application, "settings", {}) or {}
+    value = settings.get("idle_connection_timeout")
+    if value is None:
+        routers = socket_routers(application)
+        every = [router.settings for router in routers] or [DEFAULT_SETTINGS]
+        return max(each["xhr_polling_timeout"] + each["session_expiry"] for each in every)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise ValueError("idle_connection_timeout must be a number of seconds > 0, not %r"
+                         % (value,))
+    return value
+
+
+def _exit_now(signum, frame):
+    """A second stop signal: leave now, whatever the shutdown is still waiting for."""
+    log.warning("signal %d again: exiting without waiting for the shutdown", signum)
+    raise SystemExit(128 + signum)
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shutdown failed", exc_info=task.exception())
+
+
 def _url_host(address):
     host = address or "0.0.0.0"
     return "[%s]" % host if ":" in host else host
@@ -108,13 +150,15 @@ class SocketServer(HTTPServer):
     ``IOLoop.current()`` until it is stopped. ``auto_start=False`` returns once
     listening, for embedding in a running loop and for tests. ``io_loop`` is
     accepted for old code and ignored: Tornado 6 has one current IOLoop.
-    Other keyword arguments go to ``HTTPServer``.
+    Other keyword arguments go to ``HTTPServer``; an ``idle_connection_timeout``
+    given there wins over the one :func:`idle_timeout` derives.
     """
 
     # HTTPServer is a tornado Configurable: __new__ calls initialize() with the
     # constructor's arguments, and the inherited __init__ ignores them.
     def initialize(self, application, no_keep_alive=False, io_loop=None, xheaders=False,
                    ssl_options=None, auto_start=True, **more_httpserver_kwargs):
+        more_httpserver_kwargs.setdefault("idle_connection_timeout", idle_timeout(application))
         super().initialize(application, no_keep_alive=no_keep_alive, xheaders=xheaders,
                            ssl_options=ssl_options, **more_httpserver_kwargs)
         settings = getattr(application, "settings", {}) or {}
@@ -123,7 +167,9 @@ class SocketServer(HTTPServer):
         self.port = None
         self.policy_server = None
         self._peeks = set()
+        self._tasks = set()
         self._owns_loop = False
+        self._shutdown_task = None
         self._inline_policy = bool(settings.get("flash_policy_inline", True))
 
         sockets = netutil.bind_sockets(settings.get("socket_io_port", 8001),
@@ -156,7 +202,19 @@ class SocketServer(HTTPServer):
 
     # -- loop control --------------------------------------------------------------
     def start_loop(self):
-        """Run ``IOLoop.current()`` until :meth:`stop`; a no-op inside a running loop."""
+        """Run ``IOLoop.current()`` until :meth:`stop`; a no-op inside a running loop.
+
+        While it runs, SIGINT and SIGTERM shut the server down gracefully
+        (:meth:`shutdown`: every ``on_close`` runs). A second SIGINT or SIGTERM
+        during that shutdown exits at once, without waiting for the rest:
+        :class:`SystemExit` with status 128 + the signal number (130 for
+        Ctrl-C), as a shell reports a process killed by that signal. The
+        previous signal handlers are put back when the loop stops.
+
+        .. versionchanged:: 1.0
+           Signals no longer go through ``IOLoop.add_callback_from_signal``
+           (deprecated since Tornado 6.4); a second signal forces the exit.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -166,28 +224,68 @@ class SocketServer(HTTPServer):
                         "not starting it again")
             return
         self._owns_loop = True
-        previous = self._install_signal_handlers()
+        restore = self._install_signal_handlers()
         try:
             IOLoop.current().start()
         finally:
             self._owns_loop = False
+            restore()
+
+    def _install_signal_handlers(self):
+        """SIGINT/SIGTERM start :meth:`shutdown`; returns what puts the old handlers back.
+
+        The first signal is taken by the asyncio loop (``add_signal_handler``),
+        so the shutdown starts as an ordinary loop callback; where that is not
+        available, a plain handler hands it to the loop with
+        ``call_soon_threadsafe``. After it, a plain handler waits for a second
+        signal: it runs between two bytecodes of the main thread, so it works
+        even while an ``on_close`` blocks the loop (``time.sleep``, say).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = IOLoop.current().asyncio_loop
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        through_loop = []
+
+        def first(signum):
+            log.info("signal %d: shutting down (send it again to exit at once)", signum)
+            for number in through_loop:
+                loop.remove_signal_handler(number)
+            through_loop.clear()
+            for number in STOP_SIGNALS:
+                signal.signal(number, _exit_now)
+            self._start_shutdown_task()
+
+        try:
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, first, signum)
+                through_loop.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Not a Unix selector loop (e.g. Windows): a plain handler instead.
+            for signum in through_loop:
+                loop.remove_signal_handler(signum)
+            through_loop.clear()
+
+            def hand_to_loop(signum, frame):
+                loop.call_soon_threadsafe(first, signum)
+
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, hand_to_loop)
+
+        def restore():
+            for signum in through_loop:
+                loop.remove_signal_handler(signum)
+            through_loop.clear()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _install_signal_handlers(self):
-        """SIGINT/SIGTERM run :meth:`shutdown`, so every ``on_close`` runs before exit."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        loop = IOLoop.current()
+        return restore
 
-        def on_signal(signum, frame):
-            log.info("signal %d: shutting down", signum)
-            loop.add_callback_from_signal(lambda: asyncio.ensure_future(self.shutdown()))
-
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
-        return previous
+    def _start_shutdown_task(self):
+        """Run :meth:`shutdown` as a task held by this server until it ends."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self.shutdown())
+            self._shutdown_task.add_done_callback(_log_failure)
 
     def stop(self):
         """Stop listening (HTTP and policy); stop the loop if this server started it.
@@ -208,18 +306,20 @@ class SocketServer(HTTPServer):
         """Stop listening, close every session (``on_close`` runs), then wait at
         most ``timeout`` seconds for the remaining HTTP connections to close."""
         owns_loop, self._owns_loop = self._owns_loop, False
-        self.stop()
-        routers = socket_routers(self.application)
-        for router in routers:
-            await router.stop_sessions(timeout=timeout)
         try:
-            await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
-        except gen.TimeoutError:
-            log.warning("shutdown: connections still open after %.1f s", timeout)
-        for router in routers:
-            router.restart()  # a new SocketServer for this application starts afresh
-        if owns_loop:
-            IOLoop.current().stop()
+            self.stop()
+            routers = socket_routers(self.application)
+            for router in routers:
+                await router.stop_sessions(timeout=timeout)
+            try:
+                await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
+            except gen.TimeoutError:
+                log.warning("shutdown: connections still open after %.1f s", timeout)
+            for router in routers:
+                router.restart()  # a new SocketServer for this application starts afresh
+        finally:
+            if owns_loop:  # even when a step failed: the process must not hang
+                IOLoop.current().stop()
 
     # -- inline policy -------------------------------------------------------------
     def handle_stream(self, stream, address):
@@ -281,17 +381,18 @@ class _Peek:
             first = b""
         self._finish()
         if first == b"<":
-            self.loop.add_future(
-                gen.convert_yielded(flashserver.answer_policy_request(self.stream,
-                                                                      self.server.policy)),
-                self._policy_done)
+            answering = asyncio.ensure_future(
+                flashserver.answer_policy_request(self.stream, self.server.policy))
+            self.server._tasks.add(answering)  # held until it ends
+            answering.add_done_callback(self.server._tasks.discard)
+            answering.add_done_callback(self._policy_done)
         elif first:
             self.server._pass_on(self.stream, self.address)
         else:
             self.stream.close()  # closed (or reset) before saying anything
 
     def _policy_done(self, future):
-        if future.exception() is None and future.result():
+        if not future.cancelled() and future.exception() is None and future.result():
             log.debug("answered the Flash policy request of %s inline", self.address[0])
 
     def _timed_out(self):

@@ -41,9 +41,14 @@ REASON_REFUSED = "refused by on_open"
 REASON_SHUTDOWN = "server shutting down"
 REASON_BAD_INPUT = "malformed input"
 
-#: Incoming messages that may wait behind a slow coroutine ``on_message``
+#: Incoming messages that may pile up behind the payload being dispatched
 #: before the client is cut off (transports also stop reading while they wait).
 MAX_INBOX = 10000
+#: Seconds of ``on_message`` calls one loop turn may spend on a batch; the rest
+#: of it is dispatched in later turns, in order, while the transport waits.
+DISPATCH_SLICE = 0.002
+#: The clock is read once per this many messages.
+_SLICE_CHECK = 16
 
 _FAILED = object()
 
@@ -338,7 +343,9 @@ class Session:
         resolves once a slow coroutine ``on_message`` has caught up: transports
         wait for it before reading more, so a fast client cannot pile up work.
         """
-        frames = proto.decode(payload, self.settings["max_message_length"])
+        started = time.monotonic()
+        frames = proto.decode(payload, self.settings["max_message_length"],
+                              self.settings["max_frames_per_payload"] or None)
         if self.state != OPEN:
             return None
         messages: List[Any] = []
@@ -349,13 +356,20 @@ class Session:
                 messages.append(data)
         self.messages_in += len(messages)
         self.container.messages_in += len(messages)
-        if self._drained is not None:  # a coroutine on_message is still running
-            assert self._inbox is not None  # _run() sets it before _drained
+        if self._drained is not None:  # earlier messages are still being dispatched
+            assert self._inbox is not None  # _park() sets it before _drained
             self._inbox.extend(messages)
+            # One payload is bounded by max_frames_per_payload; this bounds what
+            # piles up behind it (transports stop reading, but POSTs can overlap).
+            if len(self._inbox) > MAX_INBOX:
+                log.warning("session %s: %d messages wait for on_message; closing",
+                            short_id(self.id), len(self._inbox))
+                self.close(REASON_INBOX_OVERFLOW)
+                return None
         else:
             self._receiving = True
             try:
-                self._run(iter(messages))
+                self._run(iter(messages), started)  # decoding counts toward the slice
             finally:
                 self._receiving = False
             if self._sink is not None and self._queue:
@@ -364,33 +378,40 @@ class Session:
                 elif not self._flush_scheduled:
                     self._flush_scheduled = True
                     self.container.schedule_flush(self)
-        if self._inbox is not None and len(self._inbox) > MAX_INBOX:
-            log.warning("session %s: %d messages wait for on_message; closing",
-                        short_id(self.id), len(self._inbox))
-            self.close(REASON_INBOX_OVERFLOW)
-            return None
         if self._drained is None:
             return None
         return asyncio.shield(self._drained)
 
-    def _run(self, messages: Iterator[Any]) -> None:
-        """Hand ``messages`` (an iterator) to on_message until one is a coroutine."""
+    def _run(self, messages: Iterator[Any], started: Optional[float] = None) -> None:
+        """Hand ``messages`` (an iterator) to on_message until one is a coroutine,
+        or until this turn (begun at ``started``) has used its :data:`DISPATCH_SLICE`."""
         on_message = self.connection.on_message
-        for message in messages:
+        if started is None:
+            started = time.monotonic()
+        for count, message in enumerate(messages, 1):
             if self.state != OPEN:
                 return
             result = call_user("on_message", on_message, message)
             if result is not None and inspect.isawaitable(result):
-                if self._inbox is None:
-                    self._inbox = deque(messages)  # the rest wait for this one
-                if self._drained is None:
-                    self._drained = asyncio.get_running_loop().create_future()
+                self._park(messages)  # the rest wait for this one
                 # Referenced until done: by the session, and by the container's task set.
                 self._running = running = self.container.spawn(result)
                 running.add_done_callback(self._after_async_message)
                 return
+            if not count % _SLICE_CHECK and time.monotonic() - started > DISPATCH_SLICE:
+                # A large batch: let the loop serve everyone else, then go on.
+                self._park(messages)
+                IOLoop.current().add_callback(self._resume)
+                return
         self._inbox = None
         self._wake_readers()
+
+    def _park(self, messages: Iterator[Any]) -> None:
+        """The rest of ``messages`` waits in the inbox; readers wait for it to drain."""
+        if self._inbox is None:
+            self._inbox = deque(messages)
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
 
     def _wake_readers(self) -> None:
         drained, self._drained = self._drained, None
@@ -401,6 +422,10 @@ class Session:
         self._running = None
         if not future.cancelled() and future.exception() is not None:
             log.error("error in on_message", exc_info=future.exception())
+        self._resume()
+
+    def _resume(self) -> None:
+        """Go on with the messages waiting in the inbox."""
         self._run(_drain(self._inbox))
 
     # -------------------------------------------------------------- heartbeats

@@ -84,3 +84,68 @@ def test_cross_site_jsonp_refused_unless_the_page_is_allowed(jsonp_guarded, page
     else:
         client.wait_event("connect_failed", timeout=10000)
         assert recorder.transports() == []
+
+
+# -- the default policy: the page's host, any port ------------------------------------------
+@pytest.fixture
+def page_server():
+    """The test page on 127.0.0.1 (its own port)."""
+    thread = ServerThread("page-server")
+    port = thread.start(lambda: make_app(Recorder()))
+    try:
+        yield port
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def socket_server():
+    """Factory: ``socket_server(settings)`` starts a socket server, returns (port, recorder)."""
+    threads = []
+
+    def start(settings=None):
+        recorder = Recorder()
+        thread = ServerThread("socket-server")
+        threads.append(thread)
+        return thread.start(lambda: make_app(recorder, settings or {})), recorder
+
+    try:
+        yield start
+    finally:
+        for thread in threads:
+            thread.stop()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
+def test_by_default_a_page_of_the_same_host_on_another_port_connects(page_server, socket_server,
+                                                                     page, transport):
+    """The 2011 layout (page on :80, socket.io on :8001) needs no setting."""
+    socket_port, recorder = socket_server()
+    client = BrowserClient(page, page_server, page.console_log)
+    client.connect(transport, port=socket_port)
+    client.send("same host, other port")
+    assert client.wait_messages(1) == ["same host, other port"]
+    assert recorder.transports() == [transport]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
+@pytest.mark.parametrize("listed", [pytest.param(False, marks=pytest.mark.allow_console_errors()),
+                                    True], ids=["default", "listed"])
+def test_a_page_of_another_host_connects_only_when_listed(page_server, socket_server, page,
+                                                          transport, listed):
+    """The page is on 127.0.0.1, the socket addressed as localhost: another host for the
+    browser (both are loopback)."""
+    settings = {"allowed_origins": ["http://127.0.0.1:%d" % page_server]} if listed else {}
+    socket_port, recorder = socket_server(settings)
+    client = BrowserClient(page, page_server, page.console_log)
+    client.connect(transport, wait=False, host="localhost", port=socket_port,
+                   connectTimeout=1500)
+    if listed:
+        client.wait_event("connect")
+        client.send("listed")
+        assert client.wait_messages(1) == ["listed"]
+        assert recorder.transports() == [transport]
+    else:
+        client.wait_event("connect_failed", timeout=10000)
+        assert client.count("connect") == 0
+        assert recorder.transports() == []

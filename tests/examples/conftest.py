@@ -18,14 +18,11 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 
 import pytest
 
 from support.browser import WAIT_MS, ConsoleLog, PageHandle
+from support.process import ScriptProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -46,106 +43,23 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-class ExampleProcess:
+class ExampleProcess(ScriptProcess):
     """``python examples/<name>/<name>.py <args>``, with its output collected."""
 
     def __init__(self, name, *args):
-        self.name = name
-        self.script = os.path.join(EXAMPLES_DIR, name, name + ".py")
-        self.args = [str(arg) for arg in args]
+        super().__init__(os.path.join(EXAMPLES_DIR, name, name + ".py"), *args, name=name)
         self.url = None
-        self.proc = None
-        self._lines = []
-        self._lock = threading.Lock()
-        self._url_seen = threading.Event()
-        self._readers = []
-
-    def start(self):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, self.script] + self.args, cwd=REPO_ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace")
-        for stream, tag in ((self.proc.stdout, "out"), (self.proc.stderr, "err")):
-            reader = threading.Thread(target=self._read, args=(stream, tag), daemon=True,
-                                      name="%s-%s" % (self.name, tag))
-            reader.start()
-            self._readers.append(reader)
-        return self
-
-    def _read(self, stream, tag):
-        for line in stream:
-            with self._lock:
-                self._lines.append((tag, line.rstrip("\n")))
-            match = _URL_LINE.search(line) if tag == "out" else None
-            if match and self.url is None:
-                self.url = match.group(1)
-                self._url_seen.set()
-        stream.close()
 
     def wait_for_url(self, timeout=START_TIMEOUT):
         """The URL the example printed; fails if it exits or stays silent."""
-        deadline = time.monotonic() + timeout
-        while not self._url_seen.wait(0.05):
-            if self.proc.poll() is not None:
-                self._join_readers()
-                if self.url:
-                    break
-                raise AssertionError("%s exited with %s before printing its URL:\n%s"
-                                     % (self.name, self.proc.returncode, self.output()))
-            if time.monotonic() > deadline:
-                raise AssertionError("%s printed no URL within %.0f s:\n%s"
-                                     % (self.name, timeout, self.output()))
+        self.url = self.wait_for(_URL_LINE, timeout).group(1)
         return self.url
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
-        """The exit status of a process expected to end by itself."""
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("%s still running after %.0f s:\n%s"
-                                 % (self.name, timeout, self.output())) from None
-        self._join_readers()
-        return self.proc.returncode
+        return super().wait_exit(timeout)
 
     def stop(self, signum=signal.SIGTERM, timeout=STOP_TIMEOUT):
-        """Send ``signum`` and wait; SIGKILL and fail if it outlives ``timeout``."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError("%s did not exit within %.0f s of signal %d:\n%s"
-                                     % (self.name, timeout, signum, self.output()))
-        self._join_readers()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:  # pragma: no cover - the kernel owes us
-                pass
-        self._join_readers()
-
-    def _join_readers(self):
-        for reader in self._readers:
-            reader.join(2.0)
-
-    def lines(self, tag=None):
-        with self._lock:
-            return [line for t, line in self._lines if tag in (None, t)]
-
-    def output(self):
-        with self._lock:
-            return "\n".join("[%s] %s" % item for item in self._lines) or "(no output)"
+        return super().stop(signum, timeout)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import logging
 from urllib.parse import quote
 
 import tornado.web
+import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 import tornadio
@@ -116,6 +117,22 @@ async def open_xhr(base, transport="xhr-polling"):
     assert response.code == 200, response.code
     frames = messages(response.body.decode("utf-8"))
     return frames[0][1], frames[1:]
+
+
+async def open_ws(base, path="/socket.io/websocket", **options):
+    """A raw WebSocket past the SID frame, for tests that must send bytes as they
+    are (floods, malformed frames): returns (connection, session id). Everything
+    else speaks through :mod:`tornadio.testing`."""
+    ws = await asyncio.wait_for(tornado.websocket.websocket_connect(
+        base.replace("http", "ws", 1) + path, **options), WAIT)
+    first = await asyncio.wait_for(ws.read_message(), WAIT)
+    return ws, messages(first)[0][1]
+
+
+async def read_ws(ws, timeout=WAIT):
+    """The frames of the next message of a raw WebSocket; None once it is closed."""
+    message = await asyncio.wait_for(ws.read_message(), timeout)
+    return None if message is None else messages(message)
 
 
 @contextlib.contextmanager

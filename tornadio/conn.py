@@ -176,7 +176,10 @@ class SocketConnection:
 
         ``args``/``kwargs`` are the route's extra captures (``kwargs['extra']``).
         Raising refuses too (and is logged): a crashing auth check lets no one in.
-        A refused client gets no ``on_close``. May be a coroutine.
+        A refused client gets no ``on_close``. May be a coroutine: while it
+        runs the connection already receives broadcasts of the groups it
+        joined (queued behind the session id, as in 2011), and ``on_close``
+        waits for it to return, even when the client left meanwhile.
         """
 
     def on_message(self, message: Any) -> Optional[Awaitable[None]]:

@@ -13,6 +13,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import tornado.web
+from tornado.ioloop import IOLoop
 
 from tornadio import broadcast, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
@@ -347,6 +348,11 @@ class Router:
     @property
     def socket_settings(self) -> Dict[str, Any]:
         return self.settings
+
+    @property
+    def io_loop(self) -> IOLoop:
+        """2011 name: the IOLoop (Tornado 6 has one current loop)."""
+        return IOLoop.current()
 
     @property
     def connection_class(self) -> ConnectionMaker:

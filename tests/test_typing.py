@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Bound on one mypy run (a cold cache takes well under a minute).
 MYPY_TIMEOUT = 300
@@ -18,7 +16,6 @@ def test_package_ships_py_typed_marker():
     assert os.path.isfile(marker)
 
 
-@pytest.mark.xfail(strict=False, reason="other modules still being typed")
 def test_mypy_strict_accepts_the_package():
     result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "tornadio"],
                             cwd=ROOT, capture_output=True, text=True, timeout=MYPY_TIMEOUT)

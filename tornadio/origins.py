@@ -29,7 +29,10 @@ network can rewrite, in; list that full origin to allow it.
 """
 import functools
 import logging
+from typing import Any, Callable, Collection, Literal, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
+
+from tornado.httputil import HTTPServerRequest
 
 log = logging.getLogger("tornadio.origins")
 
@@ -40,11 +43,20 @@ REFUSED = "origin not allowed by allowed_origins"
 #: Distinct refused origins logged before the memory of them starts over.
 MAX_REPORTED = 1000
 
+#: An ``allowed_origins`` value: None, ``"*"``, a list of entries, or ``f(origin) -> bool``
+#: (``origin`` is None or ``"null"`` for a page without one).
+OriginPolicy = Union[None, str, Collection[str], Callable[[Optional[str]], Any]]
+#: An origin as (scheme, host, port), lower case, the default port filled in.
+SplitOrigin = Tuple[str, str, int]
+#: A parsed entry: ("any",), ("origin", SplitOrigin) or ("host", host, port or None or "*").
+ParsedEntry = Union[Tuple[Literal["any"]], Tuple[Literal["origin"], SplitOrigin],
+                    Tuple[Literal["host"], str, Union[int, Literal["*"], None]]]
+
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_reported = set()
+_reported: Set[str] = set()
 
 
-def _split(origin):
+def _split(origin: str) -> Optional[SplitOrigin]:
     """(scheme, host, port) of an origin, default port filled in; None if malformed."""
     try:
         parts = urlsplit(origin)
@@ -59,7 +71,7 @@ def _split(origin):
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_entry(entry):
+def _parse_entry(entry: str) -> ParsedEntry:
     """An entry as ("origin", (scheme, host, port)) or ("host", host, port or None or "*").
 
     ``host`` is ``*`` for any host; ValueError for an entry that can never match.
@@ -85,12 +97,12 @@ def _parse_entry(entry):
     return ("host", host.lower(), "*" if any_port else port)
 
 
-def _secure_enough(page_scheme, request_scheme):
+def _secure_enough(page_scheme: str, request_scheme: str) -> bool:
     """An https page always; an http page only over an http connection."""
     return page_scheme == "https" or (page_scheme == "http" and request_scheme != "https")
 
 
-def _entry_matches(entry, page, request_scheme):
+def _entry_matches(entry: str, page: SplitOrigin, request_scheme: str) -> bool:
     parsed = _parse_entry(entry)
     if parsed[0] == "any":
         return True
@@ -105,7 +117,7 @@ def _entry_matches(entry, page, request_scheme):
     return page_port == (port or _DEFAULT_PORTS[scheme])
 
 
-def request_host(host_header):
+def request_host(host_header: Optional[str]) -> str:
     """The host name (lower case, no port, IPv6 without brackets) of a Host header."""
     try:
         return (urlsplit("//" + (host_header or "")).hostname or "").lower()
@@ -113,7 +125,7 @@ def request_host(host_header):
         return ""
 
 
-def origin_of(url):
+def origin_of(url: str) -> Optional[str]:
     """The origin of ``url`` (a str such as a Referer header).
 
     :returns: ``scheme://host[:port]``, or None when ``url`` has no scheme or host
@@ -127,7 +139,8 @@ def origin_of(url):
     return "%s://%s" % (parts.scheme, parts.netloc)
 
 
-def origin_allowed(policy, origin, host, scheme):
+def origin_allowed(policy: OriginPolicy, origin: Optional[str], host: Optional[str],
+                   scheme: str) -> bool:
     """Whether a page at ``origin`` may talk to this server.
 
     :param policy: an ``allowed_origins`` value: None (the request's own host),
@@ -153,7 +166,8 @@ def origin_allowed(policy, origin, host, scheme):
     return any(_entry_matches(entry, page, scheme) for entry in policy)
 
 
-def check(policy, origin, request, what):
+def check(policy: OriginPolicy, origin: str, request: HTTPServerRequest,
+          what: str) -> bool:
     """:func:`origin_allowed` for a Tornado ``request``, logging a refusal.
 
     The first refusal of each origin logs one warning that names the setting;
@@ -178,7 +192,7 @@ def check(policy, origin, request, what):
     return False
 
 
-def validate_policy(policy):
+def validate_policy(policy: Any) -> None:
     """Check an ``allowed_origins`` value at set-up time.
 
     :raises ValueError: for a policy that could never work

@@ -5,12 +5,18 @@ LEN is counted in UTF-16 code units, as the JavaScript client counts
 ``String.length`` (PROTOCOL.md §1.3).
 """
 import re
-from collections import namedtuple
+from typing import (TYPE_CHECKING, Any, AnyStr, Callable, Dict, List, NamedTuple, NoReturn,
+                    Optional, Tuple, Union)
 
-try:  # simplejson is faster on some payloads; the stdlib is the fallback.
-    import simplejson as json
-except ImportError:  # pragma: no cover - depends on the environment
+if TYPE_CHECKING:
+    # Checked against the stdlib's interface, which is all this module uses of
+    # either (simplejson ships no types of its own).
     import json
+else:
+    try:  # simplejson is faster on some payloads; the stdlib is the fallback.
+        import simplejson as json
+    except ImportError:  # pragma: no cover - depends on the environment
+        import json
 
 __all__ = [
     "ProtocolError", "DecodeError", "TooManyFramesError", "EncodeError", "Frame",
@@ -32,23 +38,28 @@ HEARTBEAT = "heartbeat"
 #: LEN with more digits than this is refused before it is parsed.
 MAX_LEN_DIGITS = 10
 
-Frame = namedtuple("Frame", "kind data")
-Frame.__doc__ = "One decoded message: ``kind`` is TEXT, JSON or HEARTBEAT; ``data`` its content."
-Frame.kind.__doc__ = "TEXT, JSON or HEARTBEAT."
-Frame.data.__doc__ = "The str, the decoded JSON value, or the heartbeat number (a str)."
 
-_ENCODER_OPTIONS = dict(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+class Frame(NamedTuple):
+    """One decoded message: ``kind`` is TEXT, JSON or HEARTBEAT; ``data`` its content."""
+
+    #: TEXT, JSON or HEARTBEAT.
+    kind: str
+    #: The str, the decoded JSON value, or the heartbeat number (a str).
+    data: Any
+
+
+_ENCODER_OPTIONS: Dict[str, Any] = dict(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 if json.__name__ == "simplejson":
     # Same wire output as the stdlib: namedtuples as arrays, Decimal and bytes refused.
     _ENCODER_OPTIONS.update(namedtuple_as_object=False, use_decimal=False, encoding=None)
 _json_encode = json.JSONEncoder(**_ENCODER_OPTIONS).encode
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError("%s is not JSON" % name)
 
 
-def _json_decode(text):
+def _json_decode(text: str) -> Any:
     # The stdlib fallback accepts NaN/Infinity, which JSON.parse rejects.
     return json.loads(text, parse_constant=_reject_constant)
 
@@ -60,7 +71,7 @@ _ONE_FRAME = re.compile(r"~m~([0-9]{1,%d})~m~" % MAX_LEN_DIGITS)
 class ProtocolError(ValueError):
     """Base of the codec's errors; ``reason`` is one short log-friendly line."""
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -77,7 +88,7 @@ class EncodeError(ProtocolError):
     """A value cannot be sent without breaking the client."""
 
 
-def utf16_len(text):
+def utf16_len(text: str) -> int:
     """Length of ``text`` as JavaScript counts it: UTF-16 code units.
 
     :returns: an int; 2 for each character beyond U+FFFF
@@ -91,7 +102,7 @@ def utf16_len(text):
         raise EncodeError("string contains a lone surrogate") from None
 
 
-def frame(text):
+def frame(text: str) -> str:
     """One raw frame ``~m~LEN~m~text`` (no checks on its content).
 
     :raises EncodeError: ``text`` holds a lone surrogate
@@ -99,7 +110,7 @@ def frame(text):
     return "~m~%d~m~%s" % (utf16_len(text), text)
 
 
-def heartbeat(number):
+def heartbeat(number: Union[int, str]) -> str:
     """The heartbeat frame ``~h~N``: the server sends it, the client echoes it verbatim.
 
     :param number: an int, or the str a received heartbeat carried (to echo it).
@@ -108,17 +119,17 @@ def heartbeat(number):
     return frame("%s%s" % (HEARTBEAT_MARK, number))
 
 
-def _encode_json(value):
+def _encode_json(value: Any) -> str:
     try:
         return _json_encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise EncodeError("value is not JSON-able: %s" % exc) from None
 
 
-_last_text = (None, "")
+_last_text: Tuple[Optional[str], str] = (None, "")
 
 
-def encode(value):
+def encode(value: Any) -> str:
     """Frames for a Python value, with the TornadIO mapping (PROTOCOL.md §1.6).
 
     ``str`` goes as is; a list (or nested lists) becomes one frame per item;
@@ -149,9 +160,9 @@ def encode(value):
     return frame(JSON_MARK + _encode_json(value))
 
 
-def _encode_list(value):
+def _encode_list(value: List[Any]) -> str:
     """Flatten nested lists without recursion (deep nesting, cycles)."""
-    parts = []
+    parts: List[str] = []
     stack = [iter(value)]
     active = {id(value)}
     path = [id(value)]
@@ -174,7 +185,7 @@ def _encode_list(value):
 _new_frame = tuple.__new__  # Frame(...) without the namedtuple's Python-level __new__
 
 
-def _classify(message):
+def _classify(message: str) -> Frame:
     if message[:1] != "~":
         return _new_frame(Frame, (TEXT, message))
     if message.startswith(HEARTBEAT_MARK):
@@ -187,7 +198,7 @@ def _classify(message):
     return Frame(TEXT, message)
 
 
-def _parse_len(digits, max_length):
+def _parse_len(digits: str, max_length: Optional[int]) -> int:
     if not digits:
         raise DecodeError("frame without LEN digits")
     if len(digits) > MAX_LEN_DIGITS or not (digits.isascii() and digits.isdigit()):
@@ -198,14 +209,15 @@ def _parse_len(digits, max_length):
     return length
 
 
-def _utf16_text(units):
+def _utf16_text(units: bytes) -> str:
     try:
         return units.decode("utf-16-le")
     except UnicodeDecodeError:
         raise DecodeError("a LEN splits a surrogate pair") from None
 
 
-def _split(data, width, max_length, max_frames, as_text):
+def _split(data: AnyStr, width: int, max_length: Optional[int], max_frames: Optional[int],
+           as_text: Callable[[AnyStr], str]) -> List[str]:
     """Cut ``data`` into messages by LEN.
 
     ``data`` is the payload itself when every character is one UTF-16 unit
@@ -214,10 +226,12 @@ def _split(data, width, max_length, max_frames, as_text):
     Stops at frame ``max_frames + 1``: refusing a flood costs no more than
     reading a legal payload.
     """
-    mark = FRAME_MARK if width == 1 else _MARK_UNITS
+    # ~m~ in data's own form (str when width is 1, else UTF-16-LE bytes): the
+    # checker cannot tie that to AnyStr, and a cast() would cost a call per payload.
+    mark: Any = FRAME_MARK if width == 1 else _MARK_UNITS
     step = 3 * width
     window = (3 + MAX_LEN_DIGITS + 3) * width
-    messages = []
+    messages: List[str] = []
     pos, size = 0, len(data)
     while pos < size:
         if len(messages) == max_frames:
@@ -236,7 +250,7 @@ def _split(data, width, max_length, max_frames, as_text):
     return messages
 
 
-def _split_text(text, max_length, max_frames):
+def _split_text(text: str, max_length: Optional[int], max_frames: Optional[int]) -> List[str]:
     """:func:`_split` for a str whose characters are one UTF-16 unit each.
 
     One regular-expression match per frame head instead of several steps: a
@@ -244,7 +258,7 @@ def _split_text(text, max_length, max_frames):
     take goes to :func:`_split`, which raises the precise error.
     """
     head = _ONE_FRAME.match
-    messages = []
+    messages: List[str] = []
     append = messages.append
     pos, size = 0, len(text)
     while pos < size:
@@ -264,7 +278,8 @@ def _split_text(text, max_length, max_frames):
     return _split(text, 1, max_length, max_frames, str)
 
 
-def decode(payload, max_length=None, max_frames=None):
+def decode(payload: str, max_length: Optional[int] = None,
+           max_frames: Optional[int] = None) -> List[Frame]:
     """All frames of a payload, in order, as ``Frame(kind, data)``.
 
     The empty payload holds no frames.

@@ -25,10 +25,17 @@ import signal
 import socket
 import threading
 from datetime import timedelta
+from types import FrameType
+from typing import (Any, Callable, Iterable, List, Mapping, NoReturn, Optional, Set, Tuple, Union,
+                    cast)
 
+import tornado.util
 from tornado import gen, netutil
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPServerConnectionDelegate, HTTPServerRequest
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.platform.asyncio import BaseAsyncIOLoop
 
 from tornadio import flashserver
 from tornadio.router import DEFAULT_SETTINGS, Router
@@ -43,13 +50,16 @@ SHUTDOWN_TIMEOUT = 5.0
 #: Signals that shut a server started with ``auto_start=True`` down.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: What ``HTTPServer`` serves: usually a ``tornado.web.Application``.
+RequestCallback = Union[HTTPServerConnectionDelegate, Callable[[HTTPServerRequest], None]]
 
-def socket_routers(application):
+
+def socket_routers(application: object) -> List[Router]:
     """Every TornadIO :class:`Router` whose ``route()`` is in the application's rules."""
-    found = []
-    seen = set()
+    found: List[Router] = []
+    seen: Set[int] = set()
 
-    def walk(router):
+    def walk(router: object) -> None:
         if id(router) in seen:
             return
         seen.add(id(router))
@@ -64,7 +74,7 @@ def socket_routers(application):
     return found
 
 
-def merged_origins(routers):
+def merged_origins(routers: Iterable[Router]) -> Optional[List[str]]:
     """One origin policy for the Flash policy file covering every flashsocket router.
 
     None (every domain) as soon as one router has the default same-host
@@ -73,7 +83,7 @@ def merged_origins(routers):
     the page's Origin. Otherwise the union of the lists; an empty list (no
     ``allow-access-from`` line at all) when no router enables flashsocket.
     """
-    merged = []
+    merged: List[str] = []
     for router in routers:
         settings = router.settings
         if "flashsocket" not in settings["enabled_protocols"]:
@@ -87,7 +97,7 @@ def merged_origins(routers):
     return merged
 
 
-def wants_policy_server(settings):
+def wants_policy_server(settings: Mapping[str, Any]) -> bool:
     """Whether the application asked for the separate Flash policy listener.
 
     An application that names neither ``flash_policy_port`` nor
@@ -101,7 +111,7 @@ def wants_policy_server(settings):
             or settings.get("flash_policy_file") is not None)
 
 
-def idle_timeout(application):
+def idle_timeout(application: object) -> float:
     """Seconds a keep-alive connection may wait for its next request before it is closed.
 
     The application setting ``idle_connection_timeout`` when there is one, else
@@ -114,30 +124,32 @@ def idle_timeout(application):
 
     Raises ValueError for a setting that is not a number of seconds > 0.
     """
-    settings = getattr(application, "settings", {}) or {}
+    settings: Mapping[str, Any] = getattr(application, "settings", {}) or {}
     value = settings.get("idle_connection_timeout")
     if value is None:
         routers = socket_routers(application)
         every = [router.settings for router in routers] or [DEFAULT_SETTINGS]
-        return max(each["xhr_polling_timeout"] + each["session_expiry"] for each in every)
+        longest: float = max(each["xhr_polling_timeout"] + each["session_expiry"]
+                             for each in every)
+        return longest
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
         raise ValueError("idle_connection_timeout must be a number of seconds > 0, not %r"
                          % (value,))
-    return value
+    return cast(float, value)  # any real number: an int, a float, a Fraction
 
 
-def _exit_now(signum, frame):
+def _exit_now(signum: int, frame: Optional[FrameType]) -> NoReturn:
     """A second stop signal: leave now, whatever the shutdown is still waiting for."""
     log.warning("signal %d again: exiting without waiting for the shutdown", signum)
     raise SystemExit(128 + signum)
 
 
-def _log_failure(task):
+def _log_failure(task: "asyncio.Future[None]") -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("shutdown failed", exc_info=task.exception())
 
 
-def _url_host(address):
+def _url_host(address: str) -> str:
     host = address or "0.0.0.0"
     return "[%s]" % host if ":" in host else host
 
@@ -155,27 +167,29 @@ class SocketServer(HTTPServer):
     """
 
     # HTTPServer is a tornado Configurable: __new__ calls initialize() with the
-    # constructor's arguments, and the inherited __init__ ignores them.
-    def initialize(self, application, no_keep_alive=False, io_loop=None, xheaders=False,
-                   ssl_options=None, auto_start=True, **more_httpserver_kwargs):
+    # constructor's arguments, and the inherited __init__ ignores them. The
+    # signature is the 2011 one (io_loop third), not HTTPServer's: hence the ignore.
+    def initialize(self, application: RequestCallback,  # type: ignore[override]
+                   no_keep_alive: bool = False, io_loop: Any = None, xheaders: bool = False,
+                   ssl_options: Any = None, auto_start: bool = True,
+                   **more_httpserver_kwargs: Any) -> None:
         more_httpserver_kwargs.setdefault("idle_connection_timeout", idle_timeout(application))
         super().initialize(application, no_keep_alive=no_keep_alive, xheaders=xheaders,
                            ssl_options=ssl_options, **more_httpserver_kwargs)
-        settings = getattr(application, "settings", {}) or {}
+        settings: Mapping[str, Any] = getattr(application, "settings", {}) or {}
         self.application = application
-        self.address = settings.get("socket_io_address", "")
-        self.port = None
-        self.policy_server = None
-        self._peeks = set()
-        self._tasks = set()
+        self.address: str = settings.get("socket_io_address", "")
+        self.policy_server: Optional[flashserver.FlashPolicyServer] = None
+        self._peeks: Set[_Peek] = set()
+        self._tasks: Set["asyncio.Future[bool]"] = set()
         self._owns_loop = False
-        self._shutdown_task = None
+        self._shutdown_task: Optional["asyncio.Future[None]"] = None
         self._inline_policy = bool(settings.get("flash_policy_inline", True))
 
         sockets = netutil.bind_sockets(settings.get("socket_io_port", 8001),
                                        self.address or None)
         self.add_sockets(sockets)
-        self.port = sockets[0].getsockname()[1]  # the real one, also for port 0
+        self.port: int = sockets[0].getsockname()[1]  # the real one, also for port 0
         try:
             policy_file = settings.get("flash_policy_file")
             policy_port = settings.get("flash_policy_port")
@@ -201,7 +215,7 @@ class SocketServer(HTTPServer):
             self.start_loop()
 
     # -- loop control --------------------------------------------------------------
-    def start_loop(self):
+    def start_loop(self) -> None:
         """Run ``IOLoop.current()`` until :meth:`stop`; a no-op inside a running loop.
 
         While it runs, SIGINT and SIGTERM shut the server down gracefully
@@ -231,7 +245,7 @@ class SocketServer(HTTPServer):
             self._owns_loop = False
             restore()
 
-    def _install_signal_handlers(self):
+    def _install_signal_handlers(self) -> Callable[[], None]:
         """SIGINT/SIGTERM start :meth:`shutdown`; returns what puts the old handlers back.
 
         The first signal is taken by the asyncio loop (``add_signal_handler``),
@@ -243,11 +257,11 @@ class SocketServer(HTTPServer):
         """
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        loop = IOLoop.current().asyncio_loop
+        loop = cast(BaseAsyncIOLoop, IOLoop.current()).asyncio_loop  # Tornado 6: always one
         previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-        through_loop = []
+        through_loop: List[signal.Signals] = []
 
-        def first(signum):
+        def first(signum: int) -> None:
             log.info("signal %d: shutting down (send it again to exit at once)", signum)
             for number in through_loop:
                 loop.remove_signal_handler(number)
@@ -266,13 +280,13 @@ class SocketServer(HTTPServer):
                 loop.remove_signal_handler(signum)
             through_loop.clear()
 
-            def hand_to_loop(signum, frame):
+            def hand_to_loop(signum: int, frame: Optional[FrameType]) -> None:
                 loop.call_soon_threadsafe(first, signum)
 
             for signum in STOP_SIGNALS:
                 signal.signal(signum, hand_to_loop)
 
-        def restore():
+        def restore() -> None:
             for signum in through_loop:
                 loop.remove_signal_handler(signum)
             through_loop.clear()
@@ -281,13 +295,13 @@ class SocketServer(HTTPServer):
 
         return restore
 
-    def _start_shutdown_task(self):
+    def _start_shutdown_task(self) -> None:
         """Run :meth:`shutdown` as a task held by this server until it ends."""
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self.shutdown())
             self._shutdown_task.add_done_callback(_log_failure)
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop listening (HTTP and policy); stop the loop if this server started it.
 
         Connections already open go on until they end; :meth:`shutdown` also
@@ -302,7 +316,7 @@ class SocketServer(HTTPServer):
         if self._owns_loop:
             IOLoop.current().stop()
 
-    async def shutdown(self, timeout=SHUTDOWN_TIMEOUT):
+    async def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop listening, close every session (``on_close`` runs), then wait at
         most ``timeout`` seconds for the remaining HTTP connections to close."""
         owns_loop, self._owns_loop = self._owns_loop, False
@@ -313,7 +327,7 @@ class SocketServer(HTTPServer):
                 await router.stop_sessions(timeout=timeout)
             try:
                 await gen.with_timeout(timedelta(seconds=timeout), self.close_all_connections())
-            except gen.TimeoutError:
+            except tornado.util.TimeoutError:
                 log.warning("shutdown: connections still open after %.1f s", timeout)
             for router in routers:
                 router.restart()  # a new SocketServer for this application starts afresh
@@ -322,14 +336,14 @@ class SocketServer(HTTPServer):
                 IOLoop.current().stop()
 
     # -- inline policy -------------------------------------------------------------
-    def handle_stream(self, stream, address):
+    def handle_stream(self, stream: IOStream, address: Tuple[Any, ...]) -> None:
         if self.ssl_options is not None or not self._inline_policy:
             # Under TLS the first bytes are a ClientHello, never a policy request.
             return super().handle_stream(stream, address)
         _Peek(self, stream, address).start()
         return None
 
-    def _pass_on(self, stream, address):
+    def _pass_on(self, stream: IOStream, address: Tuple[Any, ...]) -> None:
         super().handle_stream(stream, address)
 
 
@@ -342,16 +356,16 @@ class _Peek:
     so this object may do so until it hands the stream on.
     """
 
-    def __init__(self, server, stream, address):
+    def __init__(self, server: SocketServer, stream: IOStream, address: Tuple[Any, ...]) -> None:
         self.server = server
         self.stream = stream
         self.address = address
         self.loop = IOLoop.current()
         self.sock = stream.socket
-        self.timer = None
+        self.timer: Optional[object] = None
         self.watching = False
 
-    def start(self):
+    def start(self) -> None:
         self.server._peeks.add(self)
         try:
             self.loop.add_handler(self.sock, self._readable, IOLoop.READ)
@@ -363,7 +377,7 @@ class _Peek:
         self.watching = True
         self.timer = self.loop.call_later(PEEK_TIMEOUT, self._timed_out)
 
-    def _finish(self):
+    def _finish(self) -> None:
         self.server._peeks.discard(self)
         if self.watching:
             self.watching = False
@@ -372,7 +386,7 @@ class _Peek:
             self.loop.remove_timeout(self.timer)
             self.timer = None
 
-    def _readable(self, fd, events):
+    def _readable(self, fd: socket.socket, events: int) -> None:
         try:
             first = self.sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
@@ -391,16 +405,16 @@ class _Peek:
         else:
             self.stream.close()  # closed (or reset) before saying anything
 
-    def _policy_done(self, future):
+    def _policy_done(self, future: "asyncio.Future[bool]") -> None:
         if not future.cancelled() and future.exception() is None and future.result():
             log.debug("answered the Flash policy request of %s inline", self.address[0])
 
-    def _timed_out(self):
+    def _timed_out(self) -> None:
         self.timer = None
         self._finish()
         self.server._pass_on(self.stream, self.address)
 
-    def cancel(self):
+    def cancel(self) -> None:
         """The server stops: drop a connection that has not said anything yet."""
         self._finish()
         self.stream.close()

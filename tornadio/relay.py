@@ -668,6 +668,17 @@ class SessionRelay:
         older, pending.waiting = pending.waiting, sink
         if older is not None:
             older.write_payload("")  # overlapping polls: the older one ends empty
+            return
+        # The client polls again, so it got an answer or gave up: if the poll's
+        # holder is gone, its confirmation will never come; do not wait for it.
+        session_id, tag, rid = session.id, pending.tag, pending.rid
+
+        def checked(future: "asyncio.Future[Dict[str, bool]]") -> None:
+            if not future.cancelled() and future.exception() is None \
+                    and future.result().get(tag) is False:
+                self._confirmed(session_id, tag, rid, False)
+
+        self.backend.alive({tag}).add_done_callback(checked)
 
     def detach_waiting(self, session: "Session", sink: "Sink") -> None:
         """``sink`` went away: whether it waited for settling or was attached."""

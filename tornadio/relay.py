@@ -17,7 +17,7 @@ The exchange, all on the backend (one inbox per process)::
 
     non-owner                                   owner
     poll  {sid, transport, rid}        ->       attach a stand-in sink
-          <- held                               (nothing queued yet)
+          <- held                               (after a while without frames)
           <- frames {data, ack}                 what the session wrote to it
     ack / nack {rid}                   ->       frames delivered / put back
     detach {rid}                       ->       the hold ended here first
@@ -311,7 +311,10 @@ class _RelayedPoll:
         self.tag = tag
         self.rid = rid
         self.finished = False
+        #: Ends the poll if its holder never says it ended (it died).
         self.timer: Optional[object] = None
+        #: Sends "held" if nothing else answered the poll meanwhile.
+        self.held_timer: Optional[object] = None
 
     def write_payload(self, payload: str) -> None:
         if not self.finished:
@@ -592,6 +595,14 @@ class SessionRelay:
             self._poll_expired, poll)
         self.attach_when_settled(session, poll)
         if not poll.finished:
+            # The holder wants a sign of life within reply_timeout; frames that
+            # come before this fires are that sign (a busy session pays nothing).
+            poll.held_timer = IOLoop.current().call_later(
+                self.backend.reply_timeout / 3, self._still_held, poll, request)
+
+    def _still_held(self, poll: _RelayedPoll, request: Dict[str, Any]) -> None:
+        poll.held_timer = None
+        if not poll.finished:
             self._reply(request, "held")
 
     def _poll_expired(self, poll: _RelayedPoll) -> None:
@@ -611,9 +622,11 @@ class SessionRelay:
 
     def _forget_poll(self, poll: _RelayedPoll) -> None:
         self._polls.pop((poll.tag, poll.rid), None)
-        if poll.timer is not None:
-            IOLoop.current().remove_timeout(poll.timer)
-            poll.timer = None
+        loop = IOLoop.current()
+        for timer in (poll.timer, poll.held_timer):
+            if timer is not None:
+                loop.remove_timeout(timer)
+        poll.timer = poll.held_timer = None
 
     def poll_answered(self, poll: _RelayedPoll, payload: str) -> None:
         """The session wrote ``payload`` to a relayed poll: send it, keep it until confirmed."""

@@ -124,10 +124,20 @@ class Session:
         self.poll = self.post = None
         self.echoes = None
         self.poller = None
+        self.stopping = False
 
     async def aim(self, port):
-        """Send the next requests to ``port`` (new keep-alive connections)."""
-        await self.leave()
+        """Send the next requests to ``port`` (new keep-alive connections).
+
+        The held poll is not abandoned (a real client never does that): one
+        more round trip answers it, and the poller stops there.
+        """
+        if self.poller is not None:
+            self.stopping = True
+            await self.round_trip("switching")
+            await asyncio.wait_for(self.poller, 10)
+            await self.leave()
+        self.stopping = False
         self.poll, self.post = HTTPConnection(port), HTTPConnection(port)
         await self.poll.open()
         await self.post.open()
@@ -135,7 +145,7 @@ class Session:
         self.poller = asyncio.ensure_future(self._poll())
 
     async def _poll(self):
-        while True:
+        while not self.stopping:
             status, data = await self.poll.request(
                 "GET", "%s/%s/%d" % (RESOURCE, self.sid, time.time() * 1000))
             if status != 200:
@@ -154,9 +164,10 @@ class Session:
             getter = asyncio.ensure_future(self.echoes.get())
             done, _ = await asyncio.wait({getter, self.poller}, timeout=10,
                                          return_when=asyncio.FIRST_COMPLETED)
-            if self.poller in done:
+            if self.poller in done and getter not in done:
                 getter.cancel()
                 self.poller.result()
+                raise RuntimeError("the poller stopped before the echo")
             if getter not in done:
                 getter.cancel()
                 raise RuntimeError("no echo within 10 s")

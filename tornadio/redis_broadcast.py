@@ -40,6 +40,7 @@ import os
 import secrets
 import time
 from collections import deque
+from typing import Any, Dict
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -72,7 +73,7 @@ class _Stalled(ConnectionError):
     """Redis kept the connection open but did not answer in time."""
 
 
-def redact_url(url):
+def redact_url(url: str) -> str:
     """``url`` without its password, for logs."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -87,7 +88,7 @@ def redact_url(url):
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def redis_client(url, connect_timeout, redis_options):
+def redis_client(url: str, connect_timeout: float, redis_options: Dict[str, Any]) -> Any:
     """A ``redis.asyncio.Redis`` for ``url`` that waits only as long as its caller says.
 
     No socket timeout of redis-py's own (every wait is bounded by the caller,
@@ -96,7 +97,7 @@ def redis_client(url, connect_timeout, redis_options):
     deadline): the caller reconnects and checks health itself.
     ``redis_options`` (TLS, credentials...) override these.
     """
-    options = {
+    options: Dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": None,
@@ -108,7 +109,7 @@ def redis_client(url, connect_timeout, redis_options):
     return aioredis.Redis.from_url(url, **options)
 
 
-async def redis_clock_offset(client):
+async def redis_clock_offset(client: Any) -> float:
     """Redis's clock minus ``time.monotonic()``, in seconds (read with ``TIME``).
 
     Deadlines on Redis's clock mean the same to every process, whatever their
@@ -117,7 +118,19 @@ async def redis_clock_offset(client):
     before = time.monotonic()
     seconds, microseconds = await client.time()
     after = time.monotonic()
-    return seconds + microseconds / 1e6 - (before + after) / 2
+    return float(seconds + microseconds / 1e6 - (before + after) / 2)
+
+
+async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
+    """``aclose()`` each redis-py object given (None: skipped), each bounded by
+    ``timeout`` seconds; a connection that is gone already is no error."""
+    for connection in connections:
+        if connection is None:
+            continue
+        try:
+            await asyncio.wait_for(connection.aclose(), timeout)
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 def _glob_escape(text):
@@ -510,13 +523,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             raise
 
     async def _disconnect(self, client, pubsub):
-        for closing in (pubsub, client):
-            if closing is None:
-                continue
-            try:
-                await asyncio.wait_for(closing.aclose(), 1.0)
-            except (asyncio.CancelledError, Exception):
-                pass
+        await close_quietly(pubsub, client)
 
     def _up(self):
         self.connected = True

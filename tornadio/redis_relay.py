@@ -43,7 +43,12 @@ import time
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
-from tornadio.redis_broadcast import aioredis, redact_url, redis_client, redis_clock_offset
+try:
+    import redis  # noqa: F401 - only to say clearly when it is missing
+except ImportError:  # pragma: no cover - depends on the environment
+    redis = None  # type: ignore[assignment]
+
+from tornadio.redis_broadcast import close_quietly, redact_url, redis_client, redis_clock_offset
 from tornadio.relay import TAG_LENGTH, Receiver, RelayBackend
 from tornadio.session import call_user
 
@@ -102,7 +107,7 @@ class RedisSessionRelay(RelayBackend):
                  request_timeout: float = 60.0, watch_interval: float = 1.0,
                  min_backoff: float = 0.1, max_backoff: float = 5.0, max_outbox: int = 10000,
                  max_batch: int = 256, redis_options: Optional[Dict[str, Any]] = None) -> None:
-        if aioredis is None:
+        if redis is None:
             raise ImportError("RedisSessionRelay needs redis-py: pip install 'tornadio[redis]'")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("prefix must be a non-empty string")
@@ -348,12 +353,7 @@ class RedisSessionRelay(RelayBackend):
                 await asyncio.wait_for(client.delete(self._alive_key(self.tag)), 1.0)
             except (asyncio.CancelledError, Exception):
                 pass
-        for connection in (pubsub, client):
-            if connection is not None:
-                try:
-                    await asyncio.wait_for(connection.aclose(), 1.0)
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await close_quietly(pubsub, client)
 
     def _up(self, client: Any) -> None:
         self._client = client

@@ -203,3 +203,19 @@ def test_killing_an_owner_moves_only_its_clients(redis_server, chat_processes, n
     assert bob.console_log.unexpected() == []
     assert roster_pids(redis_server.url)[bob_name] != ada_owner
     assert ada.run(texts_of, SAID)[-3:] == after
+
+
+def test_round_robin_conf_has_no_affinity():
+    with open(ROUND_ROBIN_CONF) as f:
+        lines = [line.split("#")[0].strip() for line in f]
+    directives = [line for line in lines if line]
+    assert not [d for d in directives if d.startswith(("ip_hash", "hash ", "sticky"))]
+    assert "merge_slashes off;" in directives and "proxy_buffering off;" in directives
+    assert sum(d.startswith("server 127.0.0.1:") for d in directives) == 3
+
+
+def test_relay_without_redis_is_one_clear_message(example_server):
+    process = example_server("chatroom", "--port", "0", "--relay", wait=False)
+    assert process.wait_exit(timeout=30) == 1
+    assert "error: --relay needs --redis URL" in "\n".join(process.lines("err"))
+    assert "Traceback" not in process.output()

@@ -256,6 +256,7 @@ class RemoteSession:
         return True
 
     def taken(self) -> None:
+        """The owner's session took the POSTed payload: the POST is answered 200."""
         if self._taken is not None and not self._taken.done():
             self._taken.set_result(None)
 

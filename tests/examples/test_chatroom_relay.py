@@ -154,13 +154,14 @@ def test_round_robin_nginx_and_three_processes_are_one_room(transport, redis_ser
     example_pages.assert_no_console_errors()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "stop"])
 @pytest.mark.allow_console_errors(r"status of 401", r"ERR_")
-def test_killing_an_owner_moves_only_its_clients(redis_server, chat_processes, nginx,
-                                                 example_pages):
-    """SIGKILL on the process that holds ada's session: ada's page reconnects
-    (a new session, on a live process) and carries on; bob, whose session
-    lives elsewhere and whose requests went through the killed process too,
-    sees nothing of it."""
+def test_losing_an_owner_moves_only_its_clients(signum, redis_server, chat_processes, nginx,
+                                                example_pages):
+    """SIGKILL (or a clean stop, SIGTERM) of the process that holds ada's
+    session: ada's page reconnects (a new session, on a live process) and
+    carries on; bob, whose session lives elsewhere and whose requests went
+    through that process too, sees nothing of it."""
     url = "http://127.0.0.1:%d/?transport=xhr-polling" % nginx.port
     ada = example_pages(url)
     ada.run(join, "ada")
@@ -183,8 +184,8 @@ def test_killing_an_owner_moves_only_its_clients(redis_server, chat_processes, n
     converse([ada, bob], ["before 1", "before 2"])
 
     killed, = [process for process in chat_processes if process.proc.pid == ada_owner]
-    os.kill(killed.proc.pid, signal.SIGKILL)
-    killed.proc.wait(10)
+    os.kill(killed.proc.pid, signum)
+    assert killed.proc.wait(15) == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
     ada.run(expect_contains, "#log", "Reconnected via xhr-polling", 30000, timeout=45)
     # The room hears that ada is back: "ada reconnected", or, when a roster
     # sweep removed the killed process's people first, "ada left" + "ada joined".

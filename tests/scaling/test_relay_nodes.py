@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scaling_clients import ClientClosed, JsonpClient, PollClient, close_all  # noqa: E402
+from scaling_clients import JsonpClient, PollClient, StreamClient, close_all  # noqa: E402
 from scaling_procs import (control, find_binary, node_stats, redis_server_fixture,  # noqa: E402
                            start_nodes)
 
@@ -37,6 +37,8 @@ POLL_TIMEOUT = 2.0
 #: --alive-ttl of the nodes: a stopped owner counts as gone after this (s).
 ALIVE_TTL = 2.0
 KINDS = ["xhr-polling", "jsonp-polling"]
+#: Heartbeat period of the streaming transports (s): a missing echo closes the session.
+HEARTBEAT = 1.0
 
 redis_server = redis_server_fixture(REDIS_SERVER)
 
@@ -51,7 +53,8 @@ def run(test, timeout=TEST_TIMEOUT):
 def nodes(tmp_path, redis_server):
     started = start_nodes(tmp_path, 3, redis_server.url,
                           args=("--relay", "--poll-timeout", str(POLL_TIMEOUT),
-                                "--alive-ttl", str(ALIVE_TTL), "--expiry", "5"))
+                                "--alive-ttl", str(ALIVE_TTL), "--expiry", "5",
+                                "--heartbeat", str(HEARTBEAT)))
     try:
         yield started
     finally:
@@ -94,6 +97,10 @@ class RoundRobin:
 
 class RoundRobinPoll(RoundRobin, PollClient):
     pass
+
+
+class RoundRobinStream(RoundRobin, StreamClient):
+    """htmlfile / xhr-multipart: the stream from one process, each POST to the next."""
 
 
 class RoundRobinJsonp(RoundRobin, JsonpClient):
@@ -172,6 +179,35 @@ def test_every_request_of_a_session_may_reach_any_process(nodes, kind):
                 assert relay["forwarded_posts"] > 0 and relay["forwarded_polls"] > 0
                 assert relay["served_posts"] == relay["served_polls"] == 0
             assert relay["owner_gone"] == relay["no_answer"] == 0
+
+    run(test)
+
+
+@pytest.mark.parametrize("kind", ["htmlfile", "xhr-multipart"])
+def test_streaming_sessions_take_posts_through_any_process(nodes, kind):
+    """The stream stays with its owner; its POSTs (messages and heartbeat
+    echoes) may reach any process."""
+    ports = [node.port for node in nodes]
+    owner = nodes[0]
+
+    async def test():
+        rotating = type("RoundRobinStream", (RoundRobinStream,), {"ports": ports})
+        client = await rotating.connect(ports[0], kind)
+        try:
+            assert (await client.recv())["hello"]["port"] == owner.port
+            for n in range(6):
+                await client.send({"whoami": n})
+                assert await client.recv() == {"port": owner.port, "pid": owner.proc.pid,
+                                               "n": n}
+            # Heartbeats come and their echoes go back through every process:
+            # three periods later the session is still open.
+            await asyncio.sleep(3 * HEARTBEAT + 0.5)
+            assert not client.closed
+            stats = await node_stats(owner.port)
+            assert stats["sessions_by_transport"][kind] == 1 and stats["closed_total"] == 0
+            assert set(client.hits) == set(ports)
+        finally:
+            await close_all([client])
 
     run(test)
 

@@ -90,8 +90,8 @@ class _Stalled(ConnectionError):
     """Redis kept the connection open but did not answer in time."""
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -103,6 +103,51 @@ def _redact(url: str) -> str:
     else:
         netloc = ":***@" + netloc
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redis_client(url: str, connect_timeout: float, redis_options: Dict[str, Any]) -> Any:
+    """A ``redis.asyncio.Redis`` for ``url`` that waits only as long as its caller says.
+
+    No socket timeout of redis-py's own (every wait is bounded by the caller,
+    and a reply in flight must stay readable until its deadline), no hidden
+    retries (they would mask outages) and no health checks (they have no
+    deadline): the caller reconnects and checks health itself.
+    ``redis_options`` (TLS, credentials...) override these.
+    """
+    options: Dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": None,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    options.update(redis_options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+async def redis_clock_offset(client: Any) -> float:
+    """Redis's clock minus ``time.monotonic()``, in seconds (read with ``TIME``).
+
+    Deadlines on Redis's clock mean the same to every process, whatever their
+    own clocks say.
+    """
+    before = time.monotonic()
+    seconds, microseconds = await client.time()
+    after = time.monotonic()
+    return float(seconds + microseconds / 1e6 - (before + after) / 2)
+
+
+async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
+    """``aclose()`` each redis-py object given (None: skipped), each bounded by
+    ``timeout`` seconds; a connection that is gone already is no error."""
+    for connection in connections:
+        if connection is None:
+            continue
+        try:
+            await asyncio.wait_for(connection.aclose(), timeout)
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 def _glob_escape(text: str) -> str:
@@ -288,7 +333,7 @@ class RedisBroadcastBackend(BroadcastBackend):
     def stats(self) -> Dict[str, Any]:
         """Connection state and counters (the URL without its password), JSON-able."""
         return {
-            "url": _redact(self.url),
+            "url": redact_url(self.url),
             "process_id": self.process_id,
             "connected": self.connected,
             "outages": self.outages,
@@ -388,7 +433,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             self._warned_full = True
             log.warning("redis broadcast: %d broadcasts wait for %s (max_outbox); until "
                         "they drain, new ones reach this process only",
-                        len(self._outbox), _redact(self.url))
+                        len(self._outbox), redact_url(self.url))
 
     def _fail_outbox(self) -> None:
         """The outbox will not be sent: its broadcasts never left this process."""
@@ -485,27 +530,11 @@ class RedisBroadcastBackend(BroadcastBackend):
 
     async def _connect(self) -> Tuple["aioredis.Redis", "PubSub", float]:
         """New connections, subscribed: (client, pubsub, Redis clock offset)."""
-        options: Dict[str, Any] = {
-            "decode_responses": True,
-            "socket_connect_timeout": self.connect_timeout,
-            # No timeout of redis-py's own: every wait here is bounded, and a
-            # pipeline in flight must stay readable until its deadline.
-            "socket_timeout": None,
-            "socket_keepalive": True,
-            # Our own loop reconnects and checks health; redis-py's hidden
-            # retries would mask outages, its health checks have no deadline.
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-        }
-        options.update(self.redis_options)
-        client = aioredis.Redis.from_url(self.url, **options)
+        client = redis_client(self.url, self.connect_timeout, self.redis_options)
         pubsub: Optional["PubSub"] = None
         try:
             await client.ping()
-            before = time.monotonic()
-            seconds, microseconds = await client.time()
-            after = time.monotonic()
-            offset = seconds + microseconds / 1e6 - (before + after) / 2
+            offset = await redis_clock_offset(client)
             pubsub = client.pubsub()
             await pubsub.psubscribe(_glob_escape(self.channel_prefix) + ":*")
             # Listening only counts once Redis confirmed the subscription.
@@ -518,14 +547,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             raise
 
     async def _disconnect(self, client: "aioredis.Redis", pubsub: Optional["PubSub"]) -> None:
-        closings: Tuple[Union[None, "PubSub", "aioredis.Redis"], ...] = (pubsub, client)
-        for closing in closings:
-            if closing is None:
-                continue
-            try:
-                await asyncio.wait_for(closing.aclose(), 1.0)
-            except (asyncio.CancelledError, Exception):
-                pass
+        await close_quietly(pubsub, client)
 
     def _up(self) -> None:
         self.connected = True
@@ -537,13 +559,13 @@ class RedisBroadcastBackend(BroadcastBackend):
         if self._outage_since is not None:
             log.info("redis broadcast: reconnected to %s after %.1f s; "
                      "%d broadcasts of the outage reached this process only",
-                     _redact(self.url), time.monotonic() - self._outage_since,
+                     redact_url(self.url), time.monotonic() - self._outage_since,
                      self._unpublished_in_outage)
             self._outage_since = None
             self._unpublished_in_outage = 0
         else:
             log.info("redis broadcast: connected to %s (process id %s)",
-                     _redact(self.url), self.process_id)
+                     redact_url(self.url), self.process_id)
 
     def _lost(self, error: Optional[BaseException], connecting: bool) -> None:
         if error is None:
@@ -559,11 +581,11 @@ class RedisBroadcastBackend(BroadcastBackend):
             what = "cannot connect to" if connecting else "lost connection to"
             log.warning("redis broadcast: %s %s (%s); retrying every %g..%g s, "
                         "broadcasts reach this process only meanwhile",
-                        what, _redact(self.url), self.last_error,
+                        what, redact_url(self.url), self.last_error,
                         self.min_backoff, self.max_backoff)
         else:
             log.debug("redis broadcast: still no connection to %s (%s)",
-                      _redact(self.url), self.last_error)
+                      redact_url(self.url), self.last_error)
 
     async def _read_loop(self, pubsub: "PubSub") -> None:
         """Deliver what others publish; a PING after each silence, answered in time."""
@@ -616,7 +638,7 @@ class RedisBroadcastBackend(BroadcastBackend):
                 self._warned_stale = True
                 log.warning("redis broadcast: dropped a broadcast from process %s on %s: it "
                             "came %.1f s past its max_delay (Redis stalled?); further drops "
-                            "are counted in stale_dropped", origin, _redact(self.url), late)
+                            "are counted in stale_dropped", origin, redact_url(self.url), late)
             return
         receiver = self._receivers.get(channel)
         if receiver is None:
@@ -676,7 +698,7 @@ class RedisBroadcastBackend(BroadcastBackend):
         if not self._warned_refused:
             self._warned_refused = True
             log.warning("redis broadcast: %s refused PUBLISH (%s: %s); such broadcasts "
-                        "reach this process only, counted in refused", _redact(self.url),
+                        "reach this process only, counted in refused", redact_url(self.url),
                         type(error).__name__, error)
 
     async def _published(self, execute: Awaitable[List[Any]], batch: List[_Entry],

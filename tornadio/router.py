@@ -19,6 +19,7 @@ from tornadio import broadcast, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
 from tornadio.client import ClientFile, client_files
 from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
+from tornadio.relay import SessionRelay, validate_relay_backend
 from tornadio.transport import TransportError, TransportHandlerMixin
 
 log = logging.getLogger("tornadio.router")
@@ -98,6 +99,9 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
     "broadcast_backend": None,
     # Name shared by the processes serving this router (None: the connection class name).
     "broadcast_channel": None,
+    # Polling sessions served by whichever process a request reaches (tornadio.relay):
+    # None, or a relay backend, e.g. redis_relay.RedisSessionRelay(url=...).
+    "session_relay": None,
     # Seconds of history behind the per-second rates of Router.stats().
     "stats_window": 10,
 }
@@ -149,6 +153,7 @@ def validate_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     origins.validate_policy(merged["allowed_origins"])
     broadcast.validate_backend(merged["broadcast_backend"])
     broadcast.validate_channel(merged["broadcast_channel"])
+    validate_relay_backend(merged["session_relay"])
     window = merged["stats_window"]
     if isinstance(window, bool) or not isinstance(window, numbers.Real) or window <= 0:
         raise ValueError("setting stats_window must be a number of seconds > 0, not %r" % (window,))
@@ -230,6 +235,7 @@ class Router:
         self._container: Optional[SessionContainer] = None
         self._broadcaster: Optional[broadcast.Broadcaster] = None
         self._stats: Optional[stats.RouterStats] = None
+        self._relay: Optional[SessionRelay] = None
 
     def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
         arguments = {"router": self}
@@ -262,6 +268,9 @@ class Router:
         if self._container is None:
             self._container = SessionContainer(self.settings["session_check_interval"],
                                                         router=self)
+            if self.settings["session_relay"] is not None:
+                self._relay = SessionRelay(self._container, self.settings["session_relay"],
+                                           self.settings)
             if self.settings["broadcast_backend"] is not None:
                 self.broadcaster()  # listen for other processes' broadcasts from the start
         return self._container
@@ -274,6 +283,11 @@ class Router:
             self._broadcaster = broadcast.Broadcaster(container,
                                                       self.settings["broadcast_backend"], channel)
         return self._broadcaster
+
+    @property
+    def relay(self) -> Optional[SessionRelay]:
+        """The session relay (setting ``session_relay``), once :meth:`sessions` made it."""
+        return self._relay
 
     @property
     def has_broadcaster(self) -> bool:
@@ -322,6 +336,8 @@ class Router:
             self._stats.stop()
             self._stats = None
         container = self._container
+        if self._relay is not None:
+            self._relay.release_polls()
         if container is not None:
             container.close_all(reason or REASON_SHUTDOWN)
             await container.wait_tasks(timeout)
@@ -331,6 +347,9 @@ class Router:
         if self._broadcaster is not None:
             self._broadcaster.close()
             self._broadcaster = None
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
         if self._container is not None:
             self._container.stop()
             self._container = None

@@ -89,7 +89,7 @@ class Session:
     def __init__(self, container: "SessionContainer",
                  connection_factory: Callable[["Session"], "SocketConnection"],
                  transport: str, info: "ConnectionInfo", settings: Dict[str, Any]) -> None:
-        self.id = generate_session_id()
+        self.id = container.id_factory()
         self.container = container
         self.transport = transport
         self.info = info
@@ -268,6 +268,20 @@ class Session:
         # While receive() runs user code, replies wait for its end (see there);
         # other sends are flushed together, once per loop turn.
         if self._sink is not None and not self._flush_scheduled and not self._receiving:
+            self._flush_scheduled = True
+            self.container.schedule_flush(self)
+
+    def requeue(self, payload: str) -> None:
+        """Put ``payload`` back at the front of the queue, ahead of anything queued since.
+
+        For frames handed to a relayed poll that never reached the client
+        (``tornadio.relay``); a closed session drops them.
+        """
+        if not payload or not self.accepts_sends:
+            return
+        self._queue.insert(0, payload)
+        self._queued_size += len(payload)
+        if self._sink is not None and not self._flush_scheduled:
             self._flush_scheduled = True
             self.container.schedule_flush(self)
 
@@ -485,6 +499,8 @@ class SessionContainer:
                  router: Optional["Router"] = None) -> None:
         #: The :class:`tornadio.router.Router` that owns this container (None in unit tests).
         self.router = router
+        #: Makes each new session's id (a session relay puts its process tag in it).
+        self.id_factory: Callable[[], str] = generate_session_id
         self.sessions: Dict[str, "Session"] = {}
         #: Closed polling sessions whose last frames wait for the next poll.
         self.closing: Dict[str, "Session"] = {}

@@ -10,7 +10,7 @@
      "messages_in_per_second": 2.5, "messages_out_per_second": 10.0,
      "rate_window_seconds": 10.0,
      "queued_bytes_total": 0, "queued_bytes_max": 0,
-     "broadcast": {...} or None}
+     "broadcast": {...} or None, "relay": {...} or None}
 
 Rates are sampled from the session container's counters over a sliding window
 (router setting ``stats_window``, seconds): a sampler records the counters every
@@ -137,6 +137,7 @@ class RouterStats:
             "queued_bytes_total": queued_total,
             "queued_bytes_max": queued_max,
             "broadcast": None if broadcaster is None else broadcaster.stats(),
+            "relay": None if router.relay is None else router.relay.stats(),
         }
 
     def stop(self) -> None:

@@ -198,11 +198,14 @@ class TransportHandlerMixin(_HandlerBase):
         """The session named in the URL; None when the shutdown just closed it.
 
         Raises TransportError 400 for a malformed id and 401 for an unknown,
-        expired or foreign session.
+        expired or foreign session. With a session relay, another process's
+        session is returned as a :class:`tornadio.relay.RemoteSession`.
         """
         if not _SESSION_ID.match(session_id):
             raise TransportError(400, "malformed session id")
         session = self.router.sessions().get(session_id)
+        if self.router.relay is not None:  # another process's session, or one settling
+            session = self.router.relay.find_session(session_id, self.name, session)
         if session is None:
             if self.router.shutting_down:
                 self.answer_during_shutdown()

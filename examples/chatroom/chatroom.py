@@ -1,6 +1,6 @@
 """A chat room: pick a nickname, talk to everyone else who has the page open.
 
-    python examples/chatroom/chatroom.py [--host H] [--port N] [--redis URL]
+    python examples/chatroom/chatroom.py [--host H] [--port N] [--redis URL [--relay]]
 
 Open the printed URL in several browser windows. Messages between page and
 server are JSON objects with a ``type``:
@@ -22,7 +22,10 @@ Broadcaster, which carries every announcement and message. By default one
 process is one room. With ``--redis URL`` any number of processes (behind
 nginx: examples/README.md) are one room: the Broadcaster gets a Redis backend,
 so messages reach the people of every process, and who is here is kept in
-Redis too (roster.py).
+Redis too (roster.py). Add ``--relay`` and a polling client's requests may reach
+any of the processes (a round-robin balancer, no stickiness): the session
+relay (tornadio.redis_relay) forwards them to the process that holds the
+session.
 """
 import argparse
 import contextlib
@@ -159,10 +162,15 @@ def add_arguments(parser):
     parser.add_argument("--redis-ttl", type=_seconds, default=15.0, metavar="SECONDS",
                         help="with --redis: a process silent this long is gone, and so are "
                              "its people (default: %(default)g)")
+    parser.add_argument("--relay", action="store_true",
+                        help="with --redis: serve polling clients whichever process their "
+                             "requests reach (no sticky sessions needed in the balancer)")
 
 
 def main(argv=None):
     args = demo_support.parse_args("TornadIO chat room example.", argv, add_arguments)
+    if args.relay and not args.redis:
+        sys.exit("error: --relay needs --redis URL")
     settings = {}
     if args.redis:
         try:
@@ -174,14 +182,21 @@ def main(argv=None):
             sys.exit("error: --redis %s: %s" % (args.redis, exc))
         settings["broadcast_backend"] = RedisBroadcastBackend(url=args.redis,
                                                               channel_prefix="chatroom")
+    if args.relay:
+        from tornadio.redis_relay import RedisSessionRelay
+        settings["session_relay"] = RedisSessionRelay(url=args.redis, prefix="chatroom-relay")
     app = demo_support.make_app(ChatConnection, os.path.join(HERE, "chatroom.html"), args,
                                 settings)
     broadcaster = app.socket_io_router.broadcaster
     roster = ChatConnection.roster
 
+    relay = settings.get("session_relay")
+
     async def start():
         if not await broadcaster().ready(timeout=5.0):
             return "cannot subscribe to Redis at %s" % args.redis
+        if relay is not None and not await relay.ready(timeout=5.0):
+            return "cannot subscribe to Redis at %s for the session relay" % args.redis
         try:
             await roster.start(lambda nickname: announce_left(broadcaster(), nickname))
         except RosterError as exc:
@@ -192,6 +207,8 @@ def main(argv=None):
         await roster.stop()
         if broadcaster().backend is not None:
             await broadcaster().backend.close()
+        if relay is not None:
+            await relay.close()
 
     demo_support.run(app, "Chatroom", args, on_start=start, on_stop=stop)
 

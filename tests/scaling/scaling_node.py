@@ -1,9 +1,12 @@
 """One TornadIO server process for the multi-process tests and the fan-out measurement.
 
-    python tests/scaling/scaling_node.py [--port 0] [--redis URL] [--prefix P]
+    python tests/scaling/scaling_node.py [--port 0] [--redis URL] [--prefix P] [--relay]
 
 Prints ``READY <port> <backend state>`` on stdout once it listens (and, with
 --redis, once the subscription is live or 10 s passed). Logs go to stderr.
+With --relay (and --redis) polling sessions are also served through the
+other nodes (``tornadio.redis_relay``); ``--ack-timeout`` and
+``--alive-ttl`` set its timings.
 
 Clients (any transport) get ``{"hello": {"port", "pid", "sid"}}`` right after
 the session id, and may send:
@@ -109,6 +112,9 @@ async def main():
     parser.add_argument("--expiry", type=float, default=3.0)
     parser.add_argument("--heartbeat", type=float, default=3.0)
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--relay", action="store_true", help="with --redis: the session relay")
+    parser.add_argument("--ack-timeout", type=float, default=3.0)
+    parser.add_argument("--alive-ttl", type=float, default=3.0)
     args = parser.parse_args()
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING if args.quiet else logging.INFO,
@@ -127,6 +133,11 @@ async def main():
         from tornadio.redis_broadcast import RedisBroadcastBackend
         settings["broadcast_backend"] = RedisBroadcastBackend(
             url=args.redis, channel_prefix=args.prefix, max_backoff=args.max_backoff)
+    if args.redis and args.relay:
+        from tornadio.redis_relay import RedisSessionRelay
+        settings["session_relay"] = RedisSessionRelay(
+            url=args.redis, prefix=args.prefix + "-relay", max_backoff=args.max_backoff,
+            ack_timeout=args.ack_timeout, alive_ttl=args.alive_ttl)
     router = tornadio.get_router(Node, settings, resource="socket.io")
     app = tornado.web.Application([
         router.route(),
@@ -137,6 +148,8 @@ async def main():
     PORT = sockets[0].getsockname()[1]
     HTTPServer(app).add_sockets(sockets)
     ready = await router.broadcaster().ready(timeout=10)
+    if args.relay:
+        ready = ready and await settings["session_relay"].ready(timeout=10)
     print("READY %d %s" % (PORT, "subscribed" if ready and args.redis else
                            "local" if not args.redis else "not-subscribed"), flush=True)
     await asyncio.Event().wait()

@@ -274,9 +274,13 @@ def nginx_site_config(listen_port, upstream_ports, example=NGINX_EXAMPLE):
 
 
 class Nginx:
-    """nginx in the foreground (daemon off, master_process off), all files in a tmp dir."""
+    """nginx in the foreground (daemon off, master_process off), all files in a tmp dir.
 
-    def __init__(self, tmpdir, binary, site_config):
+    ``log_format``: the access log's format (nginx variables), instead of
+    nginx's ``combined``.
+    """
+
+    def __init__(self, tmpdir, binary, site_config, log_format=None):
         self.binary = binary
         self.dir = os.path.join(str(tmpdir), "nginx")
         os.makedirs(self.dir, exist_ok=True)
@@ -288,13 +292,18 @@ class Nginx:
         self.error_log = os.path.join(self.dir, "error.log")
         temp = "".join("    %s_temp_path %s;\n" % (kind, os.path.join(self.dir, kind))
                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        if log_format:
+            access = "log_format tested '%s';\n    access_log %s tested" % (
+                log_format, os.path.join(self.dir, "access.log"))
+        else:
+            access = "access_log " + os.path.join(self.dir, "access.log")
         with open(self.conf_path, "w") as f:
             f.write("daemon off;\nmaster_process off;\nworker_processes 1;\n"
                     "pid %s;\nerror_log %s info;\n"
                     "events { worker_connections 512; }\n"
-                    "http {\n    access_log %s;\n%s    include %s;\n}\n" % (
+                    "http {\n    %s;\n%s    include %s;\n}\n" % (
                         os.path.join(self.dir, "nginx.pid"), self.error_log,
-                        os.path.join(self.dir, "access.log"), temp, self.site_path))
+                        access, temp, self.site_path))
         self.proc = None
 
     def start(self):

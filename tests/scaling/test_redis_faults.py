@@ -7,7 +7,7 @@ The settings are short so that a stall of a few seconds shows everything;
 the defaults are measured by ``redis_stall.py`` (same scenario, longer).
 
 ``test_redis_py_matrix.py`` runs this module again under the oldest redis-py
-that setup.py allows.
+that pyproject.toml allows.
 """
 import asyncio
 import logging

@@ -1,9 +1,10 @@
 """The Redis fault tests again, under the oldest redis-py that pyproject.toml allows.
 
 This venv (``.venv``) has the newest redis-py and runs ``test_redis_faults.py``
-directly; ``scripts/setup.sh`` also makes ``.venv-redis-oldest`` (the same
-tornado and pytest, redis-py pinned to the floor of pyproject.toml's ``redis``
-extra), and this test runs that module there, in a subprocess.
+and ``test_relay_nodes.py`` directly; ``scripts/setup.sh`` also makes
+``.venv-redis-oldest`` (the same tornado and pytest, redis-py pinned to the
+floor of pyproject.toml's ``redis`` extra), and this test runs those modules there,
+in a subprocess.
 """
 import os
 import re
@@ -17,7 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scaling_procs import REPO_ROOT, find_binary  # noqa: E402
 
 OLDEST_PYTHON = os.path.join(REPO_ROOT, ".venv-redis-oldest", "bin", "python")
-FAULT_TESTS = os.path.join("tests", "scaling", "test_redis_faults.py")
+#: The broadcast backend's fault tests and the session relay's.
+FAULT_TESTS = [os.path.join("tests", "scaling", name)
+               for name in ("test_redis_faults.py", "test_relay_nodes.py")]
 
 pytestmark = pytest.mark.skipif(
     find_binary("redis-server") is None,
@@ -46,8 +49,8 @@ def test_fault_tests_pass_under_the_oldest_redis_py():
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
-        [OLDEST_PYTHON, "-m", "pytest", FAULT_TESTS, "-q", "-p", "no:cacheprovider"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+        [OLDEST_PYTHON, "-m", "pytest", *FAULT_TESTS, "-q", "-p", "no:cacheprovider"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
     output = proc.stdout + proc.stderr
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     print("redis-py %s: %s" % (version, summary))

@@ -5,6 +5,7 @@ command line, run as a real subprocess with stdin piped.
 """
 import asyncio
 import os
+import re
 import socket
 import sys
 
@@ -290,6 +291,114 @@ def test_bad_arguments_are_value_errors():
         testing.connect("http://127.0.0.1:1", "flashsocket")
     with pytest.raises(ValueError, match="url"):
         testing.connect("ftp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="source_ip"):
+        testing.connect("http://127.0.0.1:1", source_ip="localhost")
+    with pytest.raises(TypeError, match="balancer"):
+        testing.connect("http://127.0.0.1:1", balancer="127.0.0.1:8001")
+
+
+# -- where the requests come from and go to ------------------------------------------
+class WhereFrom(tornadio.SocketConnection):
+    """Tells the client the address and Host header its handshake came with; echoes."""
+
+    def on_open(self, request, *args, **kwargs):
+        self.send({"remote_ip": request.remote_ip, "host": request.host})
+
+    def on_message(self, message):
+        self.send(message)
+
+
+def logged_app(router, log):
+    """An app for ``router`` that notes the client address of every request it finished."""
+    return tornado.web.Application(
+        [router.route()], log_function=lambda handler: log.append(handler.request.remote_ip))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_source_ip_is_the_address_every_request_comes_from(transport):
+    log = []
+
+    async def body():
+        router = tornadio.get_router(WhereFrom, FAST)
+        async with testing.serve(logged_app(router, log)) as base:
+            async with testing.connect(base, transport) as plain:
+                assert (await plain.receive())["remote_ip"] == "127.0.0.1"
+            del log[:]
+            async with testing.connect(base, transport, source_ip="127.0.0.2") as client:
+                assert (await client.receive())["remote_ip"] == "127.0.0.2"
+                for n in range(3):
+                    await client.send(n)
+                    assert await client.receive() == n
+                if transport != "websocket":
+                    # The first GET, the POSTs and the polls answered meanwhile.
+                    assert len(log) >= 4, log
+    run(body())
+    assert log and set(log) == {"127.0.0.2"}, log
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_balancer_decides_where_each_request_goes(transport):
+    """Two listeners of one router, requests sent to each in turn: the session
+    lives across them, and the url's host (which does not resolve) is only the
+    Host header."""
+    served = {"a": [], "b": []}
+    calls = []
+
+    async def body():
+        router = tornadio.get_router(WhereFrom, FAST)
+        async with testing.serve(logged_app(router, served["a"])) as base_a, \
+                testing.serve(logged_app(router, served["b"])) as base_b:
+            ports = [int(base.rsplit(":", 1)[1]) for base in (base_a, base_b)]
+
+            def round_robin(method, path):
+                port = ports[len(calls) % 2]
+                calls.append((method, path, port))
+                return "127.0.0.1", port
+
+            async with testing.connect("http://app.example:8123", transport, timeout=5,
+                                       balancer=round_robin) as client:
+                assert (await client.receive())["host"] == "app.example:8123"
+                for n in range(4):
+                    await client.send(n)
+                    assert await client.receive() == n
+    run(body())
+    method, path, port = calls[0]
+    assert method == "GET" and path.startswith("/socket.io/%s" % transport)
+    if transport == "websocket":
+        assert len(calls) == 1  # one upgrade; the rest is WebSocket frames
+        assert served["b"] == []
+    else:
+        assert path.startswith("/socket.io/%s//" % transport)  # the first GET
+        posts = [call for call in calls if call[0] == "POST"]
+        assert len(posts) == 4
+        tail = r"/send" if transport == "xhr-polling" else r"/\d+/0"
+        assert all(re.fullmatch(r"/socket\.io/%s/\w+%s" % (transport, tail), path)
+                   for _, path, _ in posts), posts
+        # Each listener finished requests of the session (not only the one it opened).
+        assert len(served["a"]) >= 2 and len(served["b"]) >= 2, served
+
+
+def test_a_failing_balancer_is_a_request_without_answer():
+    def nowhere(method, path):
+        raise RuntimeError("no backend for %s" % method)
+
+    async def body():
+        router = tornadio.get_router(WhereFrom, FAST)
+        async with testing.serve(router) as base:
+            address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+            for transport in TRANSPORTS:
+                with pytest.raises(testing.ConnectionRefused, match="no backend for GET"):
+                    await testing.connect(base, transport, balancer=nowhere)
+
+            def no_posts(method, path):
+                return nowhere(method, path) if method == "POST" else address
+
+            async with testing.connect(base, "xhr-polling", balancer=no_posts) as client:
+                await client.receive()
+                with pytest.raises(testing.SendRefused, match="no backend for POST"):
+                    await client.send("lost")
+                assert not client.closed  # only that request failed
+    run(body())
 
 
 # -- the example from the docs: a chat room -----------------------------------------

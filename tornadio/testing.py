@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import re
 import ssl
@@ -64,7 +65,8 @@ from tornadio.server import socket_routers
 
 __all__ = [
     "TRANSPORTS", "DEFAULT_TIMEOUT", "ClientError", "ConnectionRefused", "ConnectionClosed",
-    "SendRefused", "ReceiveTimeout", "Client", "Connecting", "connect", "serve", "SocketIOTestCase", "main",
+    "SendRefused", "ReceiveTimeout", "Balancer", "Client", "Connecting", "connect", "serve",
+    "SocketIOTestCase", "main",
 ]
 
 #: Transports the client speaks (those a current browser can run).
@@ -81,6 +83,9 @@ _JSONP_BODY = re.compile(r'io\.JSONP\[([0-9]+)\]\._\((".*")\);\s*\Z', re.S)
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 Message = Any  # a str, or any JSON value (dict, list, number, bool, None)
+#: The ``balancer`` option of :func:`connect`: given the method and path of an
+#: HTTP request the client is about to make, the ``(host, port)`` to send it to.
+Balancer = Callable[[str, str], Tuple[str, int]]
 
 
 # -- errors ---------------------------------------------------------------------
@@ -189,7 +194,8 @@ class Client:
     or ``client = await connect(...)`` followed by ``await client.close()``.
 
     The parameters are those of :func:`connect`, which documents them; a bad
-    ``url``, ``transport`` or timeout raises ``ValueError`` here already.
+    ``url``, ``transport``, timeout or ``source_ip`` raises ``ValueError`` here already
+    (a ``balancer`` that is not callable: ``TypeError``).
     ``session_id`` is the id the server issued. ``heartbeats`` counts the
     heartbeats received (websocket only: polling transports get none).
     """
@@ -198,7 +204,8 @@ class Client:
                  headers: Optional[Mapping[str, str]] = None, timeout: float = DEFAULT_TIMEOUT,
                  poll_timeout: float = DEFAULT_POLL_TIMEOUT, answer_heartbeats: bool = True,
                  jsonp_index: int = 0, ssl_options: Optional[ssl.SSLContext] = None,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, source_ip: Optional[str] = None,
+                 balancer: Optional[Balancer] = None) -> None:
         if transport not in TRANSPORTS:
             raise ValueError("transport must be one of %s, not %r" % (", ".join(TRANSPORTS), transport))
         if timeout <= 0 or poll_timeout <= 0:
@@ -206,6 +213,14 @@ class Client:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
             raise ValueError("url must be http(s)://host[:port][/prefix] or ws(s)://..., not %r" % url)
+        if source_ip is not None:
+            try:
+                ipaddress.ip_address(source_ip)
+            except ValueError:
+                raise ValueError("source_ip must be an IP address, not %r" % (source_ip,)) from None
+        if balancer is not None and not callable(balancer):
+            raise TypeError("balancer must be a callable (method, path) -> (host, port), not %r"
+                            % (balancer,))
         self.secure = parts.scheme in ("https", "wss")
         self.host = parts.hostname
         self.port = parts.port or (443 if self.secure else 80)
@@ -218,6 +233,8 @@ class Client:
         self.jsonp_index = int(jsonp_index)
         self.headers: Dict[str, str] = dict(headers or {})
         self.max_payload = max_payload
+        self.source_ip = source_ip
+        self.balancer = balancer
         self._ssl = ssl_options if ssl_options is not None else (
             ssl.create_default_context() if self.secure else None)
         self._prefix = parts.path.rstrip("/") + "/" + self.resource + "/" + transport
@@ -327,11 +344,33 @@ class Client:
         self.session_id = frames[0].data
         self._take_frames(frames[1:])
 
+    def _address_for(self, method: str, path: str) -> Tuple[str, int]:
+        """Where one HTTP request goes: the ``balancer``'s choice, else the url's host and port.
+
+        Raises :class:`_NoAnswer` if the balancer fails: that request cannot be made.
+        """
+        if self.balancer is None:
+            return self.host, self.port
+        try:
+            host, port = self.balancer(method, path)
+            return str(host), int(port)
+        except Exception as exc:
+            raise _NoAnswer("balancer(%r, %r) failed: %r" % (method, path, exc)) from None
+
     async def _open_websocket(self) -> None:
         scheme = "wss" if self.secure else "ws"
-        request = HTTPRequest("%s://%s%s" % (scheme, self._netloc, self._prefix), headers=self.headers,
+        headers = dict(self.headers)
+        netloc = self._netloc
+        if self.balancer is not None:
+            try:
+                host, port = self._address_for("GET", self._prefix)
+            except _NoAnswer as exc:
+                raise ConnectionRefused(None, str(exc)) from None
+            netloc = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+            headers.setdefault("Host", self._netloc)  # as a balancer passes it on
+        request = HTTPRequest("%s://%s%s" % (scheme, netloc, self._prefix), headers=headers,
                               connect_timeout=self.timeout, request_timeout=self.timeout,
-                              ssl_options=self._ssl)
+                              ssl_options=self._ssl, network_interface=self.source_ip)
         try:
             self._ws = await asyncio.wait_for(tornado.websocket.websocket_connect(
                 request, max_message_size=self.max_payload), self.timeout)
@@ -436,9 +475,10 @@ class Client:
         assert self._tcp is not None
         stream: Optional[IOStream] = None
         try:
+            host, port = self._address_for(method, path)
             stream = await asyncio.wait_for(self._tcp.connect(
-                self.host, self.port, ssl_options=self._ssl, max_buffer_size=self.max_payload + (1 << 16)),
-                timeout)
+                host, port, ssl_options=self._ssl, max_buffer_size=self.max_payload + (1 << 16),
+                source_ip=self.source_ip), timeout)
             self._streams.add(stream)
             if self._closed is not None:
                 raise _NoAnswer("the client is closed")
@@ -707,7 +747,8 @@ def connect(url: str, transport: str = "websocket", resource: str = "socket.io",
             headers: Optional[Mapping[str, str]] = None, timeout: float = DEFAULT_TIMEOUT,
             poll_timeout: float = DEFAULT_POLL_TIMEOUT, answer_heartbeats: bool = True,
             jsonp_index: int = 0, ssl_options: Optional[ssl.SSLContext] = None,
-            max_payload: int = DEFAULT_MAX_PAYLOAD) -> Connecting:
+            max_payload: int = DEFAULT_MAX_PAYLOAD, source_ip: Optional[str] = None,
+            balancer: Optional[Balancer] = None) -> Connecting:
     """Open a Socket.IO 0.6 session with the server at ``url``.
 
     ``url``: the server's base, ``http(s)://host:port`` (a path is a prefix
@@ -721,16 +762,30 @@ def connect(url: str, transport: str = "websocket", resource: str = "socket.io",
     unanswered, to test the server's timeout. ``jsonp_index``: the ``I`` of
     jsonp-polling URLs. ``ssl_options``: an ``ssl.SSLContext`` for https.
     ``max_payload``: largest payload accepted from the server, in bytes.
+    ``source_ip``: the local address every connection is made from, e.g.
+    ``"127.0.0.2"``, so that several clients on one machine look like
+    different hosts to a balancer that hashes the client address (nginx's
+    ``ip_hash``). ``balancer``: stands in for a load balancer in front of
+    several processes, for testing a deployment without one. It is called
+    as ``balancer(method, path)`` before every HTTP request the client makes
+    (websocket: the upgrade; polling: each GET and POST) and returns the
+    ``(host, port)`` to send that request to, e.g. the next process in turn;
+    the ``Host`` header stays that of ``url``, and with https the
+    certificate is checked against the returned host. An exception it
+    raises counts as that request getting no answer: :func:`connect` raises
+    :class:`ConnectionRefused`, a send fails with :class:`SendRefused`, a
+    poll ends the session (:class:`ConnectionClosed`).
 
     Returns a :class:`Connecting`: ``async with connect(...) as client`` (closed
     on exit) or ``client = await connect(...)``, either giving a :class:`Client`.
     Raises :class:`ConnectionRefused` when the server refuses or does not
-    answer, ``ValueError`` for a bad ``url`` or ``transport``.
+    answer, ``ValueError`` for a bad ``url``, ``transport``, timeout or
+    ``source_ip``, ``TypeError`` for a ``balancer`` that is not callable.
     """
     return Connecting(Client(url, transport, resource, headers=headers, timeout=timeout,
                              poll_timeout=poll_timeout, answer_heartbeats=answer_heartbeats,
                              jsonp_index=jsonp_index, ssl_options=ssl_options,
-                             max_payload=max_payload))
+                             max_payload=max_payload, source_ip=source_ip, balancer=balancer))
 
 
 # -- serving an application in a test ------------------------------------------------

@@ -7,8 +7,8 @@ connects ``--clients`` websocket clients to each, then asks node 1 to
 ``send_all`` ``--messages`` messages in one go and times until every client of
 both processes has all of them. Prints deliveries per second (messages x
 clients / time), for node 1's own clients (local) and node 2's (via Redis).
-The clients run in this one Python process, so they are part of what is
-measured: the figure is a floor for the servers.
+The clients (``tornadio.testing``) run in this one Python process, so they
+are part of what is measured: the figure is a floor for the servers.
 """
 import argparse
 import asyncio
@@ -19,26 +19,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scaling_clients import WSClient, close_all  # noqa: E402
+from scaling_clients import close_all, connect  # noqa: E402
 from scaling_procs import RedisServer, control, find_binary, start_nodes  # noqa: E402
 
 
-class CountingClient(WSClient):
-    """Counts messages instead of queueing them; notes when the last one came."""
-
-    expected = 0
-
-    def _on_payload(self, payload):
-        if self.sid is None:
-            super()._on_payload(payload)
-            return
-        before = len(self.received)
-        super()._on_payload(payload)
-        while not self.messages.empty():
-            self.messages.get_nowait()
-        if before < self.expected <= len(self.received):
-            self.done_at = time.monotonic()
-            self.done.set()
+async def take(client, count, timeout):
+    """Receive ``count`` messages: (their ``i`` in arrival order, when the last one came)."""
+    numbers = []
+    for _ in range(count):
+        numbers.append((await client.receive(timeout=timeout))["i"])
+    return numbers, time.monotonic()
 
 
 def cpu_seconds(pid):
@@ -52,40 +42,36 @@ def cpu_seconds(pid):
 
 
 async def measure(nodes, clients_per_node, messages, size):
-    groups = []
-    for node in nodes:
-        group = []
-        for _ in range(clients_per_node):
-            client = await CountingClient.connect(node.port)
-            client.done = asyncio.Event()
-            client.done_at = None
-            group.append(client)
-        groups.append(group)
-    everyone = [client for group in groups for client in group]
+    groups = [[] for _ in nodes]
+    takers = []
     try:
-        await asyncio.sleep(0.5)  # hellos in
-        for client in everyone:
-            client.received.clear()
-            client.expected = messages
+        for node, group in zip(nodes, groups):
+            for _ in range(clients_per_node):
+                client = await connect("websocket", node.port, timeout=30)
+                group.append(client)
+                await client.receive()  # the hello
+        takers = [[asyncio.ensure_future(take(client, messages, 120)) for client in group]
+                  for group in groups]
         cpu_before = [cpu_seconds(node.proc.pid) for node in nodes]
         start = time.monotonic()
         answer = await control(nodes[0].port, {"op": "send_all", "message": "x" * size,
                                                "count": messages}, timeout=120)
         assert all(answer["remote"]), "some messages were not published"
-        await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in everyone)), 120)
+        taken = [await asyncio.gather(*group) for group in takers]
         cpu = [cpu_seconds(node.proc.pid) - before for node, before in zip(nodes, cpu_before)]
         results = []
-        for name, group, used in zip(("local (node 1)", "via redis (node 2)"), groups, cpu):
-            elapsed = max(c.done_at for c in group) - start
-            for c in group:
-                got = [m["i"] for m in c.received]
-                assert got == list(range(messages)), "missing or out of order"
+        for name, group, used in zip(("local (node 1)", "via redis (node 2)"), taken, cpu):
+            elapsed = max(done_at for _, done_at in group) - start
+            for numbers, _ in group:
+                assert numbers == list(range(messages)), "missing or out of order"
             results.append((name, len(group) * messages, elapsed, used))
-        total = len(everyone) * messages
-        elapsed = max(c.done_at for c in everyone) - start
+        total = sum(len(group) for group in groups) * messages
+        elapsed = max(done_at for group in taken for _, done_at in group) - start
         return results, (total, elapsed)
     finally:
-        await close_all(everyone)
+        for taker in (taker for group in takers for taker in group):
+            taker.cancel()
+        await close_all([client for group in groups for client in group])
 
 
 def main():

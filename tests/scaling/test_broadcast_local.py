@@ -1,8 +1,9 @@
-"""Broadcasts and groups inside one process, with a real server and raw clients.
+"""Broadcasts and groups inside one process, with a real server and real clients.
 
-send_all reaches clients of all six transports (raw wire clients of
-scaling_clients.py); groups, exclusions and leave-on-close are checked over
-websocket and xhr-polling.
+send_all reaches clients of all six transports (``tornadio.testing`` for
+websocket and the polling transports, the hand-made clients of
+scaling_clients.py for the others); groups, exclusions and leave-on-close are
+checked over websocket and xhr-polling.
 
 Server and clients share one asyncio loop (``asyncio.run`` per test): server-side
 objects are touched directly, every wait is bounded.
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tornadio  # noqa: E402
 from tornadio import broadcast, proto, session as sessions  # noqa: E402
 from tornadio.stats import StatsHandler  # noqa: E402
-from scaling_clients import WAIT, close_all, connect  # noqa: E402
+from scaling_clients import WAIT, close_all, connect, drain  # noqa: E402
 
 FAST = {
     "session_check_interval": 0.1,
@@ -98,7 +99,7 @@ def with_server(*kinds, **settings):
 
 
 def conn_of(srv, client):
-    return srv.router.sessions().get(client.sid).connection
+    return srv.router.sessions().get(client.session_id).connection
 
 
 async def until(predicate, timeout=WAIT, what="condition"):
@@ -110,7 +111,7 @@ async def until(predicate, timeout=WAIT, what="condition"):
 
 
 async def assert_nothing_more(clients, duration=0.4):
-    extra = await asyncio.gather(*(client.drain(duration) for client in clients))
+    extra = await asyncio.gather(*(drain(client, duration) for client in clients))
     assert extra == [[] for _ in clients], "unexpected extra messages: %r" % (extra,)
 
 
@@ -146,7 +147,7 @@ def test_send_all_reaches_every_client_once_encoded_once(monkeypatch):
             assert delivery.done() and delivery.remote is None
             assert (await delivery) is delivery
             for client in clients:
-                assert await client.recv() == {"news": "héllo 😀"}, client.transport
+                assert await client.receive() == {"news": "héllo 😀"}, client.transport
             await assert_nothing_more(clients)
     run(test)
 
@@ -158,7 +159,7 @@ async def test_send_all_keeps_order(srv, *clients):
         if n % 10 == 0:
             await asyncio.sleep(0)
     for client in clients:
-        got = [await client.recv() for _ in range(100)]
+        got = [await client.receive() for _ in range(100)]
         assert got == list(range(100)), client.transport
     await assert_nothing_more(clients)
 
@@ -167,20 +168,20 @@ async def test_send_all_keeps_order(srv, *clients):
 async def test_exclusions_and_connection_broadcast(srv, ws, poll, ws2):
     b = srv.broadcaster
     b.send_all("a", exclude=[conn_of(srv, ws)])
-    b.send_all("b", exclude=poll.sid)
-    b.send_all("c", exclude={ws.sid, srv.router.sessions().get(ws2.sid)})
-    assert [await ws.recv()] == ["b"]
-    assert [await poll.recv(), await poll.recv()] == ["a", "c"]
-    assert [await ws2.recv(), await ws2.recv()] == ["a", "b"]
+    b.send_all("b", exclude=poll.session_id)
+    b.send_all("c", exclude={ws.session_id, srv.router.sessions().get(ws2.session_id)})
+    assert [await ws.receive()] == ["b"]
+    assert [await poll.receive(), await poll.receive()] == ["a", "c"]
+    assert [await ws2.receive(), await ws2.receive()] == ["a", "b"]
     await assert_nothing_more([ws, poll, ws2])
 
     # SocketConnection.broadcast: others only, unless include_self.
     await poll.send({"shout": "hi"})
     for client in (ws, ws2):
-        assert await client.recv() == {"from": poll.sid, "shout": "hi"}
+        assert await client.receive() == {"from": poll.session_id, "shout": "hi"}
     await ws.send({"shout": "me too", "include_self": True})
     for client in (ws, poll, ws2):
-        assert await client.recv() == {"from": ws.sid, "shout": "me too"}
+        assert await client.receive() == {"from": ws.session_id, "shout": "me too"}
     await assert_nothing_more([ws, poll, ws2])
 
 
@@ -197,21 +198,21 @@ async def test_groups_join_leave_send_group(srv, ws, poll, other):
     assert sorted(b.groups()) == ["lobby", "room"]
 
     assert b.send_group("room", "to room").local == 2
-    assert await ws.recv() == "to room"
-    assert await poll.recv() == "to room"
+    assert await ws.receive() == "to room"
+    assert await poll.receive() == "to room"
 
     delivery = a.broadcast_to("room", {"from": "a"})
     assert delivery.local == 1
-    assert await poll.recv() == {"from": "a"}
+    assert await poll.receive() == {"from": "a"}
     assert a.broadcast_to("room", "all of us", include_self=True).local == 2
-    assert await ws.recv() == "all of us"
-    assert await poll.recv() == "all of us"
+    assert await ws.receive() == "all of us"
+    assert await poll.receive() == "all of us"
 
     assert c.leave("room") is True
     assert c.leave("room") is False
     assert b.members("room") == [a]
     assert b.send_group("room", "only a").local == 1
-    assert await ws.recv() == "only a"
+    assert await ws.receive() == "only a"
     assert b.send_group("nobody", "x").local == 0
     await assert_nothing_more([ws, poll, other])
 
@@ -241,7 +242,7 @@ async def test_closed_connections_leave_every_group(srv, ws, poll, stay):
     assert b.members("room") == [s]
     assert "side" not in b.groups()
     assert b.send_group("room", "left?").local == 1
-    assert await stay.recv() == "left?"
+    assert await stay.receive() == "left?"
 
     # Server-side close too.
     s.close()
@@ -274,7 +275,7 @@ async def test_stats_dict_and_handler(srv, ws, poll):
         await ws.send("in%d" % n)
     for client in (ws, poll):
         for _ in range(50):
-            await client.recv()
+            await client.receive()
     await until(lambda: srv.router.sessions().messages_in >= 50, what="messages in")
     await asyncio.sleep(1.2)  # one more sample
     stats = srv.router.stats()
@@ -284,7 +285,7 @@ async def test_stats_dict_and_handler(srv, ws, poll):
     assert stats["messages_in_per_second"] > 0
     assert 0 < stats["rate_window_seconds"] <= 5.5
     # The idle session holds what it was sent: that is the queue depth.
-    idle_queue = srv.router.sessions().get(idle.sid).queued_bytes
+    idle_queue = srv.router.sessions().get(idle.session_id).queued_bytes
     assert idle_queue > 0
     assert stats["queued_bytes_max"] == idle_queue
     assert stats["queued_bytes_total"] >= idle_queue

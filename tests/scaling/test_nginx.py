@@ -16,7 +16,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scaling_clients import ClientClosed, PollClient, close_all, connect  # noqa: E402
+from tornadio import testing  # noqa: E402
+from scaling_clients import close_all, connect  # noqa: E402
 from scaling_procs import (NGINX_EXAMPLE, Nginx, control, find_binary,  # noqa: E402
                            nginx_site_config, node_stats, start_nodes)
 
@@ -90,11 +91,11 @@ def test_polling_sessions_stick_to_one_process(nodes, nginx):
                 kind = kinds[i % len(kinds)]
                 client = await connect(kind, nginx.port, source_ip=source)
                 clients.append(client)
-                hello = (await client.recv())["hello"]
-                assert hello["port"] in ports and hello["sid"] == client.sid
+                hello = (await client.receive())["hello"]
+                assert hello["port"] in ports and hello["sid"] == client.session_id
                 for n in range(8):
                     await client.send({"whoami": n})
-                    answer = await client.recv()
+                    answer = await client.receive()
                     assert answer["n"] == n
                     assert answer["port"] == hello["port"], (
                         "%s session moved from %d to %d" % (kind, hello["port"], answer["port"]))
@@ -104,10 +105,10 @@ def test_polling_sessions_stick_to_one_process(nodes, nginx):
             # The same source address always lands on the same process.
             again = await connect("xhr-polling", nginx.port, source_ip=SOURCES[0])
             clients.append(again)
-            assert (await again.recv())["hello"]["port"] == seen[SOURCES[0]]
+            assert (await again.receive())["hello"]["port"] == seen[SOURCES[0]]
             # No request was refused for an unknown session.
             for client in clients:
-                assert not client.closed, (client.transport, client.close_status)
+                assert not client.closed, (client.transport, client.close_reason)
         finally:
             await close_all(clients)
 
@@ -126,13 +127,13 @@ def test_websocket_passes_through(nodes, nginx):
             for source in SOURCES[:4]:
                 client = await connect("websocket", nginx.port, source_ip=source)
                 clients.append(client)
-                hello = (await client.recv())["hello"]
+                hello = (await client.receive())["hello"]
                 by_port.setdefault(hello["port"], []).append(client)
             for client in clients:
                 await client.send({"whoami": 1})
             for port, group in by_port.items():
                 for client in group:
-                    assert (await client.recv())["port"] == port
+                    assert (await client.receive())["port"] == port
             # Three heartbeat periods: every echo went back through nginx in time.
             await asyncio.sleep(3 * HEARTBEAT + 0.5)
             for node in nodes:
@@ -145,7 +146,7 @@ def test_websocket_passes_through(nodes, nginx):
                 answer = await control(port, {"op": "send_all", "message": "hi %d" % port})
                 assert answer["local"] == [len(group)]
                 for client in group:
-                    assert await client.recv() == "hi %d" % port
+                    assert await client.receive() == "hi %d" % port
         finally:
             await close_all(clients)
 
@@ -164,8 +165,8 @@ def test_merge_slashes_matters_once_proxy_pass_has_a_uri(tmp_path, nodes, merge,
     try:
         async def test():
             try:
-                client = await PollClient.connect(server.port)
-            except ClientClosed as exc:
+                client = await connect("xhr-polling", server.port)
+            except testing.ConnectionRefused as exc:
                 return str(exc)
             await client.close()
             return "connected"

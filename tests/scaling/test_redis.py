@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scaling_clients import close_all, connect  # noqa: E402
+from scaling_clients import close_all, connect, drain  # noqa: E402
 from scaling_procs import (RedisServer, control, find_binary, node_stats,  # noqa: E402
                            redis_server_fixture, start_nodes)
 
@@ -58,8 +58,9 @@ async def clients_on(nodes):
     for index, node in enumerate(nodes):
         for kind in ("websocket", "xhr-polling"):
             client = await connect(kind, node.port)
-            hello = await client.recv()
-            assert hello["hello"]["port"] == node.port and hello["hello"]["sid"] == client.sid
+            hello = await client.receive()
+            assert hello["hello"]["port"] == node.port
+            assert hello["hello"]["sid"] == client.session_id
             clients[index, kind] = client
     return clients
 
@@ -78,12 +79,12 @@ async def wait_backend(node, connected, timeout=15.0):
 
 async def expect_each(clients, message):
     for client in clients:
-        got = await client.recv()
+        got = await client.receive()
         assert got == message, "%s got %r, wanted %r" % (client.transport, got, message)
 
 
 async def expect_silence(clients, duration=0.5):
-    extra = await asyncio.gather(*(client.drain(duration) for client in clients))
+    extra = await asyncio.gather(*(drain(client, duration) for client in clients))
     assert extra == [[] for _ in clients], "unexpected messages: %r" % (extra,)
 
 
@@ -106,7 +107,7 @@ def test_broadcasts_and_groups_across_two_processes(nodes):
             # A group with one member on each node; the message comes from node 2.
             for key in ((0, "xhr-polling"), (1, "websocket")):
                 await c[key].send({"join": "g"})
-                assert await c[key].recv() == {"joined": "g"}
+                assert await c[key].receive() == {"joined": "g"}
             answer = await control(n2.port, {"op": "send_group", "group": "g", "message": "grp"})
             assert answer["local"] == [1] and answer["remote"] == [True]
             await expect_each([c[0, "xhr-polling"], c[1, "websocket"]], "grp")
@@ -114,22 +115,22 @@ def test_broadcasts_and_groups_across_two_processes(nodes):
 
             # Exclusions are session ids: they hold in the other process too.
             answer = await control(n1.port, {"op": "send_all", "message": "x",
-                                             "exclude": [c[1, "websocket"].sid,
-                                                         c[0, "websocket"].sid]})
+                                             "exclude": [c[1, "websocket"].session_id,
+                                                         c[0, "websocket"].session_id]})
             assert answer["local"] == [1]
             await expect_each([c[0, "xhr-polling"], c[1, "xhr-polling"]], "x")
             await expect_silence(everyone)
 
             # SocketConnection.broadcast from a polling client of node 2: all but itself.
             await c[1, "xhr-polling"].send({"shout": "from b"})
-            shouted = await c[1, "xhr-polling"].recv()
+            shouted = await c[1, "xhr-polling"].receive()
             assert shouted == {"shouted": {"local": 1, "remote": True, "receivers": 2}}
             await expect_each([c[0, "websocket"], c[0, "xhr-polling"], c[1, "websocket"]],
                               "from b")
 
             # A member leaves: the group message goes to the other process only.
             await c[0, "xhr-polling"].send({"leave": "g"})
-            assert await c[0, "xhr-polling"].recv() == {"left": "g"}
+            assert await c[0, "xhr-polling"].receive() == {"left": "g"}
             answer = await control(n1.port, {"op": "send_group", "group": "g", "message": "g2"})
             assert answer["local"] == [0] and answer["remote"] == [True]
             await expect_each([c[1, "websocket"]], "g2")
@@ -141,7 +142,7 @@ def test_broadcasts_and_groups_across_two_processes(nodes):
                 control(n1.port, {"op": "send_all", "message": "n1", "count": 60}),
                 control(n2.port, {"op": "send_all", "message": "n2", "count": 60}))
             for client in everyone:
-                got = [await client.recv() for _ in range(120)]
+                got = [await client.receive() for _ in range(120)]
                 for tag in ("n1", "n2"):
                     assert [m["i"] for m in got if m["tag"] == tag] == list(range(60)), (
                         client.transport, tag, got)
@@ -217,17 +218,17 @@ def test_node_starts_while_redis_is_down(tmp_path):
         async def test():
             client = await connect("websocket", node.port)
             try:
-                await client.recv()
+                await client.receive()
                 answer = await control(node.port, {"op": "send_all", "message": "alone"})
                 assert answer == {"local": [1], "remote": [False], "receivers": [0]}
-                assert await client.recv() == "alone"
+                assert await client.receive() == "alone"
                 await asyncio.sleep(1.0)
                 assert len(WARNING_LINE.findall(node.stderr())) == 1
                 redis_server.start()
                 await wait_backend(node, True)
                 answer = await control(node.port, {"op": "send_all", "message": "joined"})
                 assert answer["remote"] == [True]
-                assert await client.recv() == "joined"
+                assert await client.receive() == "joined"
                 assert len(RECOVERY_LINE.findall(node.stderr())) == 1
             finally:
                 await client.close()

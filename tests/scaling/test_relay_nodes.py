@@ -1,15 +1,15 @@
 """The session relay (tornadio.relay, tornadio.redis_relay) between real processes.
 
 Three ``scaling_node.py --relay`` processes and a real redis-server started
-here. The clients speak xhr-polling and jsonp-polling on the wire and send
-each request to the next process in turn, as a round-robin balancer would, so
-every session is served by its owner and by two processes that do not hold
-it. Faults are real: owners and non-owners killed (SIGKILL) or stopped
+here. The clients (``tornadio.testing`` for xhr-polling and jsonp-polling,
+scaling_clients.py's for the streaming transports) send each request to the
+next process in turn, as a round-robin balancer would (their ``balancer``
+option), so every session is served by its owner and by two processes that do
+not hold it. Faults are real: owners and non-owners killed (SIGKILL) or stopped
 (SIGSTOP), Redis stopped.
 """
 import asyncio
 import os
-import re
 import signal
 import sys
 import time
@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scaling_clients import JsonpClient, PollClient, StreamClient, close_all  # noqa: E402
+from scaling_clients import close_all, connect, drain  # noqa: E402
 from scaling_procs import (control, find_binary, node_stats, redis_server_fixture,  # noqa: E402
                            start_nodes)
 
@@ -69,53 +69,28 @@ def nodes(tmp_path, redis_server):
 
 
 class RoundRobin:
-    """Mixin for the wire clients: each request goes to the next port of ``ports``."""
+    """A client's ``balancer``: each request goes to the next port of ``ports``, noted in ``hits``."""
 
-    ports = ()
-    turn = 0
+    def __init__(self, ports, first=0):
+        self.ports = list(ports)
+        self.turn = first
+        self.hits = []
 
-    @property
-    def base(self):
+    def __call__(self, method, path):
         port = self.ports[self.turn % len(self.ports)]
         self.turn += 1
         self.hits.append(port)
-        return self._template % port
-
-    @base.setter
-    def base(self, value):
-        self._template = re.sub(r":\d+/", ":%d/", value, count=1)
-        self.hits = []
-
-    async def post(self, payload):
-        """POST a raw payload to the next process; the response, whatever its status."""
-        body = "data=" + quote(payload, safe="~!*()'")
-        return await self._fetch(self.post_url(), "POST", body, timeout=self.timeout)
-
-    def post_url(self):
-        return self.base + self.sid + "/send"
-
-
-class RoundRobinPoll(RoundRobin, PollClient):
-    pass
-
-
-class RoundRobinStream(RoundRobin, StreamClient):
-    """htmlfile / xhr-multipart: the stream from one process, each POST to the next."""
-
-
-class RoundRobinJsonp(RoundRobin, JsonpClient):
-    def post_url(self):
-        return "%s%s/%d/%d" % (self.base, self.sid, int(time.time() * 1000), self.index)
+        return "127.0.0.1", port
 
 
 async def round_robin(kind, ports, first=0):
-    """A client of ``kind`` whose requests visit ``ports`` in turn, the first at ``ports[first]``."""
-    cls = RoundRobinPoll if kind == "xhr-polling" else RoundRobinJsonp
-    rotating = type(cls.__name__, (cls,), {"ports": list(ports), "turn": first})
-    client = await rotating.connect(ports[first], poll_timeout=POLL_TIMEOUT + 10)
-    hello = (await client.recv())["hello"]
-    assert hello["port"] == ports[first] and hello["sid"] == client.sid
-    return client
+    """A client of ``kind`` whose requests visit ``ports`` in turn, the first at ``ports[first]``;
+    returns it and its balancer."""
+    balancer = RoundRobin(ports, first)
+    client = await connect(kind, ports[first], balancer=balancer, poll_timeout=POLL_TIMEOUT + 10)
+    hello = (await client.receive())["hello"]
+    assert hello["port"] == ports[first] and hello["sid"] == client.session_id
+    return client, balancer
 
 
 async def relay_stats(node):
@@ -140,14 +115,14 @@ def test_every_request_of_a_session_may_reach_any_process(nodes, kind):
     owner = nodes[1]
 
     async def test():
-        client = await round_robin(kind, ports, first=1)
+        client, balancer = await round_robin(kind, ports, first=1)
         try:
-            assert len(client.sid) == 32 + TAG_LENGTH and owner_tag(client.sid)
+            assert len(client.session_id) == 32 + TAG_LENGTH and owner_tag(client.session_id)
             # POSTs through every process reach the owner's on_message, in order,
             # and each answer comes back through whichever process polls next.
             for n in range(12):
                 await client.send({"whoami": n})
-            answers = [await client.recv() for _ in range(12)]
+            answers = [await client.receive() for _ in range(12)]
             assert answers == [{"port": owner.port, "pid": owner.proc.pid, "n": n}
                                for n in range(12)]
             # The owner's own messages while polls are held elsewhere: all of them,
@@ -157,12 +132,12 @@ def test_every_request_of_a_session_may_reach_any_process(nodes, kind):
             for n in range(12, 20):
                 await client.send({"whoami": n})
             await burst
-            got = [await client.recv() for _ in range(48)]
+            got = [await client.receive() for _ in range(48)]
             assert [m["i"] for m in got if "tag" in m] == list(range(40))
             assert [m["n"] for m in got if "n" in m] == list(range(12, 20))
-            assert await client.drain(POLL_TIMEOUT + 0.5) == []
+            assert await drain(client, POLL_TIMEOUT + 0.5) == []
             assert not client.closed
-            assert set(client.hits) == set(ports)
+            assert set(balancer.hits) == set(ports)
         finally:
             await close_all([client])
 
@@ -191,21 +166,21 @@ def test_streaming_sessions_take_posts_through_any_process(nodes, kind):
     owner = nodes[0]
 
     async def test():
-        rotating = type("RoundRobinStream", (RoundRobinStream,), {"ports": ports})
-        client = await rotating.connect(ports[0], kind)
+        balancer = RoundRobin(ports)
+        client = await connect(kind, ports[0], balancer=balancer)
         try:
-            assert (await client.recv())["hello"]["port"] == owner.port
+            assert (await client.receive())["hello"]["port"] == owner.port
             for n in range(6):
                 await client.send({"whoami": n})
-                assert await client.recv() == {"port": owner.port, "pid": owner.proc.pid,
-                                               "n": n}
+                assert await client.receive() == {"port": owner.port, "pid": owner.proc.pid,
+                                                  "n": n}
             # Heartbeats come and their echoes go back through every process:
             # three periods later the session is still open.
             await asyncio.sleep(3 * HEARTBEAT + 0.5)
             assert not client.closed
             stats = await node_stats(owner.port)
             assert stats["sessions_by_transport"][kind] == 1 and stats["closed_total"] == 0
-            assert set(client.hits) == set(ports)
+            assert set(balancer.hits) == set(ports)
         finally:
             await close_all([client])
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import tornado.web
 
-from tornadio import broadcast, origins, persistent, polling, stats
+from tornadio import broadcast, lean, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
 from tornadio.client import ClientScript
 from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
@@ -212,6 +212,8 @@ class Router:
             r"(/(?:%s)/)([0-9A-Za-z]+)" % "|".join(re.escape(name) for name in self.transports))
         client_js = self.settings["client_js"]
         self.client_script: Optional[ClientScript] = ClientScript(client_js) if client_js else None
+        self._application: Optional[tornado.web.Application] = None
+        self._lean_off = False
         self._route = (self.pattern, self._rules(prefix))
         #: True from :meth:`stop_sessions` until :meth:`restart`: answers then
         #: close their connection, and polls for closed sessions get a quiet answer.
@@ -225,7 +227,16 @@ class Router:
         rules: List[Tuple[str, Any, Dict[str, Any]]] = [
             (prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments)]
         enabled = self.settings["enabled_protocols"]
+        # The lean path goes in front of its transports' own rules (it declines
+        # what it does not take); a transport replaced in the table keeps its class.
+        leaned = [name for name in lean.LEAN_CLASSES
+                  if name in enabled and self.transports.get(name) is TRANSPORTS[name]]
+        first_leaned = next((name for name in self.transports if name in leaned), None)
         for name, handler in self.transports.items():
+            if name == first_leaned:
+                alternatives = "|".join(re.escape(n) for n in leaned)
+                rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % alternatives,
+                              lean.LeanRouter(self, leaned), arguments))
             target = handler if name in enabled else DisabledTransportHandler
             rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % re.escape(name),
                           target, arguments))
@@ -272,6 +283,33 @@ class Router:
         if self._stats is None:
             self._stats = stats.RouterStats(self)
         return self._stats.snapshot()
+
+    @property
+    def application(self) -> Optional[tornado.web.Application]:
+        """The Application serving this router, once known (None before, or
+        when the lean path is off for it); see :meth:`learn_application`."""
+        return None if self._lean_off else self._application
+
+    def learn_application(self, application: tornado.web.Application) -> None:
+        """Tell the router which Application serves it.
+
+        From then on the polling transports answer on their lean path
+        (:mod:`tornadio.lean`), which logs through the application's
+        ``log_request``. :class:`~tornadio.server.SocketServer` calls this, and
+        every request reaching a transport's RequestHandler does too. An
+        application with output transforms (``compress_response``), or a
+        second application, turns the lean path off for good: RequestHandlers
+        then answer everything.
+
+        :param application: the ``tornado.web.Application`` whose rules hold
+            :meth:`route`.
+        """
+        if application is self._application or self._lean_off:
+            return
+        if self._application is not None or getattr(application, "transforms", None):
+            self._lean_off = True
+            return
+        self._application = application
 
     def make_info(self, request: Any, transport: str) -> ConnectionInfo:
         """The :class:`ConnectionInfo` kept for a session opened by ``request``."""

@@ -137,6 +137,7 @@ class SocketServer(HTTPServer):
             for router in routers:
                 if router.shutting_down:  # an earlier server's shutdown did not finish
                     router.restart()
+                router.learn_application(application)
             allowed = merged_origins(routers)
             self.policy = flashserver.policy_bytes(policy_file, allowed, [self.port])
             if wants_policy_server(settings):

@@ -92,6 +92,7 @@ class TransportHandlerMixin(_HandlerBase):
 
     def initialize(self, router: "Router") -> None:
         self.router = router
+        router.learn_application(self.application)
 
     @property
     def socket_settings(self) -> Dict[str, Any]:

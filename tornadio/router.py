@@ -224,19 +224,19 @@ class Router:
 
     def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
         arguments = {"router": self}
-        rules: List[Tuple[str, Any, Dict[str, Any]]] = [
-            (prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments)]
+        rules: List[Tuple[str, Any, Dict[str, Any]]] = []
         enabled = self.settings["enabled_protocols"]
-        # The lean path goes in front of its transports' own rules (it declines
-        # what it does not take); a transport replaced in the table keeps its class.
+        # The lean path comes first, in front of its transports' own rules (it
+        # declines what it does not take): polls are most of the requests, and
+        # the patterns never overlap. A transport replaced in the table keeps its class.
         leaned = [name for name in lean.LEAN_CLASSES
                   if name in enabled and self.transports.get(name) is TRANSPORTS[name]]
-        first_leaned = next((name for name in self.transports if name in leaned), None)
+        if leaned:
+            alternatives = "|".join(re.escape(name) for name in leaned)
+            rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % alternatives,
+                          lean.LeanRouter(self, leaned), arguments))
+        rules.append((prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments))
         for name, handler in self.transports.items():
-            if name == first_leaned:
-                alternatives = "|".join(re.escape(n) for n in leaned)
-                rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % alternatives,
-                              lean.LeanRouter(self, leaned), arguments))
             target = handler if name in enabled else DisabledTransportHandler
             rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % re.escape(name),
                           target, arguments))

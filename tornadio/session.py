@@ -15,7 +15,7 @@ from collections import deque
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Iterator, List,
                     Optional, Tuple)
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from tornadio import proto
 
@@ -77,7 +77,7 @@ class Session:
     __slots__ = ("id", "container", "transport", "info", "settings", "state", "close_reason",
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
-                 "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
+                 "heartbeat_slot", "messages_in", "messages_out", "keeps_leftovers",
                  "connection", "heap_index", "_running", "confirmed", "address",
                  "__weakref__")
 
@@ -107,8 +107,8 @@ class Session:
         self._running: Optional["asyncio.Future[Any]"] = None
         self._heartbeat_count = 0
         self._heartbeat_pending: Optional[str] = None
-        # The handle IOLoop.call_later returned (for remove_timeout).
-        self._heartbeat_timer: Optional[object] = None
+        #: This session's bucket in its container's heartbeat wheel (-1: none).
+        self.heartbeat_slot = -1
         self.messages_in = 0
         self.messages_out = 0
         #: Polling transports set this: frames queued when the session closes
@@ -180,9 +180,8 @@ class Session:
         self.close_reason = reason
         self._inbox = None
         self._wake_readers()
-        if self._heartbeat_timer is not None:
-            IOLoop.current().remove_timeout(self._heartbeat_timer)
-            self._heartbeat_timer = None
+        if self.heartbeat_slot >= 0:
+            self.container.heartbeat_wheel(self.settings["heartbeat_interval"]).remove(self)
         sink, self._sink = self._sink, None
         if sink is not None:
             if self._queue:
@@ -260,9 +259,25 @@ class Session:
             self._queue.clear()
             self.close(REASON_OVERFLOW)
             return
-        # While receive() runs user code, replies wait for its end (see there);
-        # other sends are flushed together, once per loop turn.
-        if self._sink is not None and not self._flush_scheduled and not self._receiving:
+        if not self._receiving:
+            self._flush_when_due()
+
+    def _flush_when_due(self, replies: bool = False) -> None:
+        """The one decision of when queued frames are written.
+
+        ``replies`` (what user code queued while :meth:`receive` ran it) are
+        written as soon as it returns: their client waits for them, and one
+        payload's replies already form one write. Any other send waits for
+        the end of the loop turn, so that sends from many places (broadcasts,
+        timers, other sessions) reach this client in one write. Nothing here
+        depends on the event loop's internals: any asyncio loop behaves alike.
+        """
+        sink = self._sink
+        if sink is None or not self._queue:
+            return
+        if replies:
+            self._deliver(sink)
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.container.schedule_flush(self)
 
@@ -358,12 +373,7 @@ class Session:
                 self._run(iter(messages))
             finally:
                 self._receiving = False
-            if self._sink is not None and self._queue:
-                if _loop_is_idle():
-                    self._deliver(self._sink)  # nothing else to batch with: no extra turn
-                elif not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.container.schedule_flush(self)
+            self._flush_when_due(replies=True)
         if self._inbox is not None and len(self._inbox) > MAX_INBOX:
             log.warning("session %s: %d messages wait for on_message; closing",
                         short_id(self.id), len(self._inbox))
@@ -405,13 +415,18 @@ class Session:
 
     # -------------------------------------------------------------- heartbeats
     def start_heartbeats(self) -> None:
-        """Persistent transports only: polling liveness is the poll cadence."""
-        interval = self.settings["heartbeat_interval"]
-        if interval and self.state == OPEN:
-            self._heartbeat_timer = IOLoop.current().call_later(interval, self._heartbeat_tick)
+        """Persistent transports only: polling liveness is the poll cadence.
 
-    def _heartbeat_tick(self) -> None:
-        self._heartbeat_timer = None
+        One heartbeat every ``heartbeat_interval`` from now on, driven by the
+        container's shared :class:`HeartbeatWheel` (no timer of its own).
+        """
+        interval = self.settings["heartbeat_interval"]
+        if interval and self.state == OPEN and self.heartbeat_slot < 0:
+            self.container.heartbeat_wheel(interval).add(self)
+
+    def heartbeat_due(self) -> None:
+        """Called by the wheel once per interval: send the next heartbeat, or
+        close when the previous one was not echoed."""
         if self.state != OPEN:
             return
         if self._heartbeat_pending is not None:
@@ -420,7 +435,6 @@ class Session:
         self._heartbeat_count += 1
         self._heartbeat_pending = str(self._heartbeat_count)
         self._enqueue(proto.heartbeat(self._heartbeat_count))
-        self.start_heartbeats()
 
     def _heartbeat_echo(self, number: str) -> None:
         if number == self._heartbeat_pending:
@@ -429,15 +443,96 @@ class Session:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
 
 
-def _loop_is_idle() -> bool:
-    """True when no other callback waits in this loop turn.
+class HeartbeatWheel:
+    """One timer for the heartbeats of every session of a container.
 
-    Then a reply is written at once (lowest latency); under load it waits for
-    the turn's end and goes out with everything else due (fewer writes). Reads
-    asyncio's private ready queue; an event loop without one counts as busy.
+    A timer per session per interval costs each idle session a timer handle
+    (about half a KiB) and the loop a heap operation per beat. Here the
+    interval is cut into ``SLOTS`` buckets of sessions; one timer walks the
+    buckets in turn, and a session stays in its bucket for its whole life, so
+    it beats once per interval (its first beat at most one bucket's width
+    early). Removal is immediate (a closed session is not kept), and a bucket's
+    sessions are spread over the interval by the time they started, so the
+    loop never does more than one bucket's beats at once.
     """
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    return ready is not None and not ready
+
+    #: Buckets per interval (bounded below by MIN_WIDTH seconds each).
+    SLOTS = 600
+    MIN_WIDTH = 0.005
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.count = max(1, min(self.SLOTS, int(interval / self.MIN_WIDTH)))
+        self.width = interval / self.count
+        self.buckets: List[Optional[Dict["Session", None]]] = [None] * self.count
+        self.members = 0
+        #: Absolute number of the next bucket to walk (its end is when it is due).
+        self.cursor = 0
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def __len__(self) -> int:
+        return self.members
+
+    def add(self, session: "Session") -> None:
+        """First beat one interval from now, then one per interval."""
+        loop = asyncio.get_running_loop()
+        current = int(loop.time() / self.width)
+        if not self.members:
+            self.cursor = current
+        # The bucket just walked (or passed over, when the cursor skipped empty
+        # ones ahead): its next turn comes one interval later.
+        slot = (min(self.cursor, current) - 1) % self.count
+        bucket = self.buckets[slot]
+        if bucket is None:
+            bucket = self.buckets[slot] = {}
+        bucket[session] = None
+        session.heartbeat_slot = slot
+        self.members += 1
+        if self._timer is None:
+            self._schedule(loop)
+
+    def remove(self, session: "Session") -> None:
+        slot = session.heartbeat_slot
+        if slot < 0:
+            return
+        session.heartbeat_slot = -1
+        bucket = self.buckets[slot]
+        if bucket is not None and bucket.pop(session, 0) is None:
+            self.members -= 1
+            if not bucket:
+                self.buckets[slot] = None
+        if not self.members and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Skip empty buckets: an idle router wakes only when a beat is due.
+        buckets, count, cursor = self.buckets, self.count, self.cursor
+        for ahead in range(count):
+            if buckets[(cursor + ahead) % count]:
+                break
+        self.cursor = cursor + ahead
+        self._timer = loop.call_at((self.cursor + 1) * self.width, self._walk)
+
+    def _walk(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        count = self.count
+        # Every bucket whose end has passed (more than one after a stalled loop).
+        while (self.cursor + 1) * self.width <= now and self.members:
+            bucket = self.buckets[self.cursor % count]
+            self.cursor += 1
+            if bucket:
+                for session in list(bucket):
+                    call_user("heartbeat", session.heartbeat_due)
+        if self.members and self._timer is None:
+            self._schedule(loop)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _drain(inbox: Optional[Deque[Any]]) -> Iterator[Any]:
@@ -479,6 +574,15 @@ class SessionContainer:
         self.per_address: Dict[Optional[str], int] = {}
         #: Background tasks (coroutine on_message/on_close), referenced until done.
         self.tasks: "set[asyncio.Future[Any]]" = set()
+        #: The heartbeat wheels, by interval (one per router in practice).
+        self._wheels: Dict[float, HeartbeatWheel] = {}
+
+    def heartbeat_wheel(self, interval: float) -> HeartbeatWheel:
+        """The wheel that beats every ``interval`` seconds for this container's sessions."""
+        wheel = self._wheels.get(interval)
+        if wheel is None:
+            wheel = self._wheels[interval] = HeartbeatWheel(interval)
+        return wheel
 
     def spawn(self, awaitable: Awaitable[Any]) -> "asyncio.Future[Any]":
         """Run ``awaitable`` in the background, keeping a reference until it ends."""
@@ -503,12 +607,12 @@ class SessionContainer:
         """Flush ``session`` at the next loop turn, with every other session due then."""
         self._to_flush.append(session)
         if len(self._to_flush) == 1:
-            IOLoop.current().add_callback(self._flush_due)
+            asyncio.get_running_loop().call_soon(self._flush_due)
 
     def _flush_due(self) -> None:
         due, self._to_flush = self._to_flush, []
         for session in due:
-            session.flush()
+            call_user("flush", session.flush)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -668,9 +772,11 @@ class SessionContainer:
             session.close(reason)
 
     def stop(self) -> None:
-        """Stop the expiry timer and forget parked sessions: the router is starting afresh."""
+        """Stop the timers and forget parked sessions: the router is starting afresh."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        for wheel in self._wheels.values():
+            wheel.stop()
         for session in list(self.closing.values()):
             self.forget(session)

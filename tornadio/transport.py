@@ -85,7 +85,7 @@ class TransportHandlerMixin(_HandlerBase):
     session: Optional[sessions.Session] = None
     fail_reason: Optional[str] = None
     #: The route's ``extra`` capture, for ``on_open`` (see :meth:`take_route`).
-    open_extra: Optional[str] = None
+    open_extra: Optional[str] = ""
     #: Bytes handed to the socket and not yet flushed (bounded by max_queue_bytes).
     unsent_bytes = 0
     answered = False
@@ -151,7 +151,7 @@ class TransportHandlerMixin(_HandlerBase):
     # -- request arguments --------------------------------------------------------
     def take_route(self, extra: Optional[str]) -> None:
         """Keep the route's ``extra`` capture for ``on_open``."""
-        if extra is not None:
+        if extra != self.open_extra:  # no instance attribute for the usual ""
             self.open_extra = extra
 
     # -- sessions -----------------------------------------------------------------

@@ -698,8 +698,100 @@ async def run_hold(args):
             "counters": dict(COUNTERS)}
 
 
+async def run_poll_hold(args):
+    """``--counts`` N long-polling sessions, each holding its poll (re-polling at once).
+
+    Prints ``{"event": "opened", ...}`` once every session made its handshake,
+    then waits for a line ("measure"): from then on every poll's hold time is
+    recorded. At the next line it reports how polls ended: answered (and how
+    long each was held, against ``--poll-timeout``), still held, or failed.
+    """
+    loop = asyncio.get_running_loop()
+    target = args.counts[-1]
+    base = "%s/%s" % (args.base, args.transport)
+    state = {"measuring": False, "stop": False}
+    held = []          # hold seconds of polls started and answered while measuring
+    pending = {}       # poll index -> start time of the poll now held
+    errors = []
+    connections = []
+
+    async def wait_line():
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            raise EOFError("stdin closed")
+
+    async def session(index, opened):
+        conn = HTTPConnection(args.port)
+        connections.append(conn)
+        await conn.open()
+        status, data = await conn.request("GET", "%s//%d" % (base, timestamp()))
+        if status != 200:
+            raise RuntimeError("handshake answered %d" % status)
+        sid = sio06_frames(data)[0]
+        opened.append(index)
+        while not state["stop"]:
+            started = time.monotonic()
+            measured = state["measuring"]
+            if measured:
+                pending[index] = started
+            status, data = await conn.request("GET", "%s/%s/%d" % (base, sid, timestamp()))
+            pending.pop(index, None)
+            if status != 200:
+                raise RuntimeError("poll answered %d" % status)
+            if measured and state["measuring"]:
+                held.append(time.monotonic() - started)
+
+    async def guarded(index, opened):
+        try:
+            await session(index, opened)
+        except (OSError, ConnectionError, RuntimeError, ValueError,
+                asyncio.IncompleteReadError) as exc:
+            errors.append("%s: %s" % (type(exc).__name__, exc))
+
+    opened = []
+    started = time.monotonic()
+    tasks = []
+    for index in range(target):
+        tasks.append(asyncio.ensure_future(guarded(index, opened)))
+        if len(tasks) - len(opened) - len(errors) >= args.concurrency:
+            while len(tasks) - len(opened) - len(errors) >= args.concurrency:
+                await asyncio.sleep(0.005)
+    deadline = time.monotonic() + args.step_timeout
+    while len(opened) + len(errors) < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    emit({"event": "opened", "target": target, "open": len(opened), "failures": len(errors),
+          "failure_sample": errors[:3], "seconds": round(time.monotonic() - started, 2),
+          "generator_rss_kb": rss_kb()})
+    await wait_line()
+    state["measuring"] = True
+    window_start = time.monotonic()
+    await wait_line()
+    window_end = time.monotonic()
+    state["measuring"] = False
+    timeout = args.poll_timeout
+    overdue = [window_end - t for t in pending.values() if window_end - t > timeout + 1.0]
+    values = sorted(held)
+    state["stop"] = True
+    for task in tasks:
+        task.cancel()
+    for conn in connections:
+        conn.close()
+    return {
+        "sessions": len(opened), "window_s": round(window_end - window_start, 2),
+        "polls_answered": len(values),
+        "held_min_s": round(values[0], 3) if values else None,
+        "held_p50_s": round(percentile(values, 0.5), 3) if values else None,
+        "held_p99_s": round(percentile(values, 0.99), 3) if values else None,
+        "held_max_s": round(values[-1], 3) if values else None,
+        "answered_early": sum(1 for v in values if v < timeout - 0.5),
+        "answered_late": sum(1 for v in values if v > timeout + 1.0),
+        "still_held_overdue": len(overdue), "poll_timeout_s": timeout,
+        "errors": len(errors), "error_sample": errors[:3], "generator_rss_kb": rss_kb(),
+    }
+
+
 SCENARIOS = {"latency": run_latency, "echo": run_echo, "fanout": run_fanout,
-             "xhr-echo": run_xhr_echo, "hold": run_hold}
+             "xhr-echo": run_xhr_echo, "hold": run_hold, "poll-hold": run_poll_hold}
 
 
 def main():
@@ -722,8 +814,10 @@ def main():
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument("--step-timeout", type=float, default=120.0)
+    parser.add_argument("--poll-timeout", type=float, default=20.0,
+                        help="poll-hold: the server's xhr_polling_timeout")
     args = parser.parse_args()
-    if args.scenario == "hold":
+    if args.scenario in ("hold", "poll-hold"):
         raise_nofile(max(args.counts) + 1000)
     result = asyncio.run(SCENARIOS[args.scenario](args))
     emit({"result": result})

@@ -143,6 +143,8 @@ def _retrieve(future):
 VARIANTS = []
 #: The TornadIO routers of this server (told their application, as SocketServer does).
 ROUTERS = []
+#: Settings of the /echo router (--heartbeat-interval, --poll-timeout).
+ROUTER_SETTINGS = {}
 
 
 class PlainEcho(tornado.websocket.WebSocketHandler):
@@ -213,7 +215,7 @@ def tornadio_app():
             self.participants.discard(self)
 
     # TornadIO turns Nagle off on its WebSockets itself: no with_nodelay here.
-    routers = [get_router(EchoConnection, resource="echo"),
+    routers = [get_router(EchoConnection, dict(ROUTER_SETTINGS), resource="echo"),
                get_router(FanoutConnection, resource="fanout")]
     if hasattr(SocketConnection, "broadcast"):
         class BroadcastConnection(SocketConnection):
@@ -516,8 +518,16 @@ def main():
                         help="set TCP_NODELAY on every WebSocket (all kinds alike)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the event loop under Tornado (uvloop: optional dependency)")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        help="tornadio: heartbeat_interval of the /echo router")
+    parser.add_argument("--poll-timeout", type=float,
+                        help="tornadio: xhr_polling_timeout of the /echo router")
     args = parser.parse_args()
     NODELAY[0] = args.nodelay
+    if args.heartbeat_interval is not None:
+        ROUTER_SETTINGS["heartbeat_interval"] = args.heartbeat_interval
+    if args.poll_timeout is not None:
+        ROUTER_SETTINGS["xhr_polling_timeout"] = args.poll_timeout
     raise_nofile()
     if args.loop == "uvloop":
         import uvloop

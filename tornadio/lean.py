@@ -39,6 +39,7 @@ from tornado import httputil
 from tornado.concurrent import Future
 
 from tornadio import polling
+from tornadio.transport import DEFAULT_HEADERS
 
 if TYPE_CHECKING:
     from tornadio.router import Router
@@ -70,6 +71,18 @@ class _HttpDate:
 
 
 _DATE = _HttpDate()
+_OK = httputil.ResponseStartLine("", 200, "OK")
+
+
+def _default_headers() -> httputil.HTTPHeaders:
+    """What ``RequestHandler.clear`` and the transports' ``set_default_headers`` set."""
+    headers = httputil.HTTPHeaders()
+    headers["Server"] = _SERVER
+    headers["Content-Type"] = "text/html; charset=UTF-8"
+    headers["Date"] = _DATE.now()
+    for name, value in DEFAULT_HEADERS:
+        headers[name] = value
+    return headers
 
 
 class LeanHandler:
@@ -96,10 +109,7 @@ class LeanHandler:
         self.request = request
         self.extra = extra
         self.rest = rest
-        self._headers = httputil.HTTPHeaders({"Server": _SERVER,
-                                              "Content-Type": "text/html; charset=UTF-8",
-                                              "Date": _DATE.now()})
-        self.set_default_headers()
+        self._headers = _default_headers()
         assert request.connection is not None
         request.connection.set_close_callback(  # type: ignore[attr-defined]
             self.on_connection_close)
@@ -115,10 +125,7 @@ class LeanHandler:
 
     def clear(self) -> None:
         """Reset headers and status, as ``RequestHandler.clear``."""
-        self._headers = httputil.HTTPHeaders({"Server": _SERVER,
-                                              "Content-Type": "text/html; charset=UTF-8",
-                                              "Date": _DATE.now()})
-        self.set_default_headers()
+        self._headers = _default_headers()
         self._status_code = 200
         self._reason = "OK"
 
@@ -144,8 +151,10 @@ class LeanHandler:
         connection = self.request.connection
         assert connection is not None
         connection.set_close_callback(None)  # type: ignore[attr-defined]
-        future = connection.write_headers(
-            httputil.ResponseStartLine("", self._status_code, self._reason), self._headers, body)
+        status = self._status_code
+        start_line = _OK if status == 200 and self._reason == "OK" else httputil.ResponseStartLine(
+            "", status, self._reason)
+        future = connection.write_headers(start_line, self._headers, body)
         connection.finish()
         self.application.log_request(self)  # type: ignore[arg-type]
         self.on_finish()
@@ -352,6 +361,27 @@ class _Delegate(httputil.HTTPMessageDelegate):
         self.handler.on_connection_close()
 
 
+class LeanMatcher(tornado.routing.Matcher):
+    """Matches the lean transports' URLs, with no percent-decoding to do.
+
+    A path with a ``%`` escape or a byte outside ASCII does not match: the
+    transport's RequestHandler rule behind takes it and decodes it as always.
+    Real clients never send such paths (ids are hex, the rest digits).
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")
+
+    def match(self, request: httputil.HTTPServerRequest) -> Optional[Dict[str, Any]]:
+        path = request.path
+        if "%" in path or not path.isascii():
+            return None
+        found = self.regex.match(path)
+        if found is None:
+            return None
+        return {"groups": found.groupdict()}
+
+
 class LeanRouter(tornado.routing.Router):
     """The ``route()`` rule target in front of the polling transports' handlers.
 
@@ -375,21 +405,14 @@ class LeanRouter(tornado.routing.Router):
             index = 1
         else:
             return None
-        path_kwargs = kwargs.get("path_kwargs") or {}
-        try:
-            protocol = path_kwargs["protocol"].decode("utf-8")
-            rest = path_kwargs.get("rest")
-            extra = path_kwargs.get("extra")
-            rest = rest.decode("utf-8") if rest is not None else None
-            extra = extra.decode("utf-8") if extra is not None else None
-            resource = path_kwargs.get("resource")
-            if resource is not None:
-                resource.decode("utf-8")  # the RequestHandler path answers 400 otherwise
-        except (KeyError, AttributeError, UnicodeDecodeError):
+        groups = kwargs.get("groups")
+        if not groups:
             return None
+        protocol = groups.get("protocol")
         if protocol not in self.transports:
             return None
         handler_class = LEAN_CLASSES[protocol][index]
         if handler_class is None:
             return None
-        return _Delegate(handler_class(application, self.router, request, extra, rest))
+        return _Delegate(handler_class(application, self.router, request, groups.get("extra"),
+                                       groups.get("rest")))

@@ -18,7 +18,6 @@ from typing import Any, Awaitable, List, Optional, Tuple, Union
 from urllib.parse import unquote_to_bytes
 
 import tornado.web
-from tornado.ioloop import IOLoop
 
 from tornadio import origins, proto, session as sessions
 from tornadio.transport import TransportError, TransportHandlerMixin
@@ -197,7 +196,7 @@ class LongPollExchange(HttpExchange):
 
     once = True
     content_type = "text/plain; charset=UTF-8"
-    poll_timer: Optional[object] = None
+    poll_timer: Optional[asyncio.TimerHandle] = None
 
     def hold(self, session: sessions.Session, timeout: Optional[float]) -> bool:
         """Become ``session``'s sink; True while the answer is still to come.
@@ -211,7 +210,7 @@ class LongPollExchange(HttpExchange):
             self.write_payload(session.take_leftovers())
             return False
         if timeout is not None:
-            self.poll_timer = IOLoop.current().call_later(timeout, self.hold_expired)
+            self.poll_timer = asyncio.get_running_loop().call_later(timeout, self.hold_expired)
         session.attach(self)
         return not self.answered
 
@@ -225,7 +224,7 @@ class LongPollExchange(HttpExchange):
         """The poll is answered or its client gone: its timer is no longer needed."""
         timer, self.poll_timer = self.poll_timer, None
         if timer is not None:
-            IOLoop.current().remove_timeout(timer)
+            timer.cancel()
 
     # -- sink -------------------------------------------------------------------
     def write_payload(self, payload: str) -> None:

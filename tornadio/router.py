@@ -177,6 +177,15 @@ def _extra_pattern(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
     return (extra_sep or "") + extra_re
 
 
+def _extra_filter(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
+    """:func:`_extra_pattern` without its ``extra`` capture (the outer filter)."""
+    if not extra_re:
+        return ""
+    if extra_re.startswith("(?P<extra>"):
+        extra_re = "(?:" + extra_re[len("(?P<extra>"):]
+    return (extra_sep or "") + "(?:%s)" % extra_re
+
+
 ConnectionMaker = Callable[..., SocketConnection]
 
 
@@ -200,12 +209,16 @@ class Router:
             self.settings["broadcast_channel"] = self.connection_factory.name
         self.resource = resource
         prefix = r"/(?P<resource>%s)%s/" % (resource, _extra_pattern(extra_re, extra_sep))
-        #: The URL pattern of :meth:`route`; named groups resource, extra, protocol, rest.
-        self.pattern = prefix + r"(?P<protocol>[^/]+)(?P<rest>/.*)?"
+        self._full_pattern = prefix + r"(?P<protocol>[^/]+)(?P<rest>/.*)?"
         try:
-            re.compile(self.pattern)
+            re.compile(self._full_pattern)
         except re.error as exc:
             raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
+        #: The URL pattern of :meth:`route`: every path under the resource. It
+        #: captures nothing of its own (Tornado would decode each capture of
+        #: every request for nothing); the transport rules inside it have the
+        #: named groups resource, extra, protocol and rest.
+        self.pattern = r"/(?:%s)%s/[^/]+(?:/.*)?" % (resource, _extra_filter(extra_re, extra_sep))
         #: This router's transport table (name -> handler class).
         self.transports: Dict[str, Type[TransportHandlerMixin]] = dict(TRANSPORTS)
         self._session_in_path = re.compile(
@@ -222,9 +235,9 @@ class Router:
         self._broadcaster: Optional[broadcast.Broadcaster] = None
         self._stats: Optional[stats.RouterStats] = None
 
-    def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
+    def _rules(self, prefix: str) -> List[Tuple[Any, Any, Dict[str, Any]]]:
         arguments = {"router": self}
-        rules: List[Tuple[str, Any, Dict[str, Any]]] = []
+        rules: List[Tuple[Any, Any, Dict[str, Any]]] = []
         enabled = self.settings["enabled_protocols"]
         # The lean path comes first, in front of its transports' own rules (it
         # declines what it does not take): polls are most of the requests, and
@@ -233,14 +246,15 @@ class Router:
                   if name in enabled and self.transports.get(name) is TRANSPORTS[name]]
         if leaned:
             alternatives = "|".join(re.escape(name) for name in leaned)
-            rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % alternatives,
+            rules.append((lean.LeanMatcher(prefix + r"(?P<protocol>%s)(?P<rest>/.*)?"
+                                           % alternatives),
                           lean.LeanRouter(self, leaned), arguments))
         rules.append((prefix + r"(?P<protocol>socket\.io\.js)", ClientScriptHandler, arguments))
         for name, handler in self.transports.items():
             target = handler if name in enabled else DisabledTransportHandler
             rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % re.escape(name),
                           target, arguments))
-        rules.append((self.pattern, UnknownTransportHandler, arguments))
+        rules.append((self._full_pattern, UnknownTransportHandler, arguments))
         return rules
 
     def __repr__(self) -> str:
@@ -317,7 +331,12 @@ class Router:
 
     def redact(self, path: str) -> str:
         """``path`` with any session id cut to a prefix, for logs."""
-        return self._session_in_path.sub(lambda m: m.group(1) + m.group(2)[:6] + "…", path)
+        found = self._session_in_path.search(path)
+        while found is not None:  # once per request, usually: no per-match callback
+            start, end = found.span(2)
+            path = path[:start] + path[start:min(end, start + 6)] + "…" + path[end:]
+            found = self._session_in_path.search(path, start + 1)
+        return path
 
     # -- shutdown and restart ------------------------------------------------------
     async def shutdown(self, reason: Optional[str] = None,

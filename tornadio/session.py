@@ -78,7 +78,7 @@ class Session:
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
                  "heartbeat_slot", "messages_in", "messages_out", "keeps_leftovers",
-                 "connection", "heap_index", "_running", "confirmed", "address",
+                 "connection", "heap_index", "heap_key", "_running", "confirmed", "address",
                  "__weakref__")
 
     def __init__(self, container: "SessionContainer",
@@ -92,8 +92,10 @@ class Session:
         self.state = NEW
         self.close_reason: Optional[str] = None
         self.deadline: Optional[float] = None
-        #: This session's slot in the container's expiry heap (-1: none).
+        #: This session's slot in the container's expiry heap (-1: none), and
+        #: the deadline the heap orders it by (at most ``deadline``: see set_deadline).
         self.heap_index = -1
+        self.heap_key = 0.0
         self._queue: List[str] = []
         # Code points queued (ASCII frames: bytes); compared with max_queue_bytes.
         self._queued_size = 0
@@ -683,16 +685,23 @@ class SessionContainer:
 
     # -- the indexed heap ----------------------------------------------------
     def set_deadline(self, session: "Session", deadline: float) -> None:
-        """Give ``session`` a new deadline, moving its one heap entry in place."""
+        """Give ``session`` a new deadline.
+
+        An earlier deadline moves its one heap entry up at once; a later one
+        (every poll pushes it out) only updates ``session.deadline``: the
+        entry keeps its earlier key, and when it comes to the top before its
+        real deadline, :meth:`expire` moves it down then. O(1) per poll.
+        """
         session.deadline = deadline
         index = session.heap_index
         if index < 0:
+            session.heap_key = deadline
             session.heap_index = len(self._heap)
             self._heap.append(session)
             self._sift_up(session.heap_index)
-        else:
+        elif deadline < session.heap_key:
+            session.heap_key = deadline
             self._sift_up(index)
-            self._sift_down(session.heap_index)
 
     def clear_deadline(self, session: "Session") -> None:
         """Take ``session`` out of the heap (no deadline)."""
@@ -712,11 +721,11 @@ class SessionContainer:
     def _sift_up(self, index: int) -> None:
         heap = self._heap
         item = heap[index]
-        key = item.deadline
+        key = item.heap_key
         while index > 0:
             parent_index = (index - 1) >> 1
             parent = heap[parent_index]
-            if parent.deadline <= key:  # type: ignore[operator]
+            if parent.heap_key <= key:
                 break
             heap[index] = parent
             parent.heap_index = index
@@ -728,16 +737,16 @@ class SessionContainer:
         heap = self._heap
         size = len(heap)
         item = heap[index]
-        key = item.deadline
+        key = item.heap_key
         while True:
             child_index = 2 * index + 1
             if child_index >= size:
                 break
             right = child_index + 1
-            if right < size and heap[right].deadline < heap[child_index].deadline:  # type: ignore[operator]
+            if right < size and heap[right].heap_key < heap[child_index].heap_key:
                 child_index = right
             child = heap[child_index]
-            if key <= child.deadline:  # type: ignore[operator]
+            if key <= child.heap_key:
                 break
             heap[index] = child
             child.heap_index = index
@@ -750,8 +759,12 @@ class SessionContainer:
         now = time.monotonic() if now is None else now
         heap = self._heap
         expired = 0
-        while heap and heap[0].deadline <= now:  # type: ignore[operator]
+        while heap and heap[0].heap_key <= now:
             session = heap[0]
+            if session.deadline is not None and session.deadline > now:
+                session.heap_key = session.deadline  # pushed out since: its real place
+                self._sift_down(0)
+                continue
             self.clear_deadline(session)
             if session.has_sink:
                 continue  # a held poll is its liveness; detach() sets a new deadline

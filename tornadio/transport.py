@@ -28,6 +28,10 @@ log = logging.getLogger("tornadio.transport")
 
 _SESSION_ID = re.compile(r"[0-9A-Za-z]{1,64}\Z")
 
+#: Headers every transport answer carries besides Tornado's own (Server, Date,
+#: Content-Type): answers to a session's requests are never cached.
+DEFAULT_HEADERS = (("Cache-Control", "no-store"),)
+
 
 class Sink(Protocol):
     """Where a session writes its client's payloads: a transport handler.
@@ -107,7 +111,8 @@ class TransportHandlerMixin(_HandlerBase):
         return None
 
     def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
+        for name, value in DEFAULT_HEADERS:
+            self.set_header(name, value)
 
     def on_finish(self) -> None:
         self.answered = True

@@ -453,14 +453,18 @@ class HeartbeatWheel:
     interval is cut into ``SLOTS`` buckets of sessions; one timer walks the
     buckets in turn, and a session stays in its bucket for its whole life, so
     it beats once per interval (its first beat at most one bucket's width
-    early). Removal is immediate (a closed session is not kept), and a bucket's
-    sessions are spread over the interval by the time they started, so the
-    loop never does more than one bucket's beats at once.
+    early). Removal is immediate (a closed session is not kept). A walk
+    beats at most ``BATCH`` sessions per loop iteration, so a bucket that
+    filled up in a burst of connections never stalls the loop; and after a
+    stall longer than an interval each bucket is walked once, not twice
+    (twice would close every session whose echo could not come back between).
     """
 
     #: Buckets per interval (bounded below by MIN_WIDTH seconds each).
     SLOTS = 600
     MIN_WIDTH = 0.005
+    #: Heartbeats sent per loop iteration at most.
+    BATCH = 64
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -470,7 +474,9 @@ class HeartbeatWheel:
         self.members = 0
         #: Absolute number of the next bucket to walk (its end is when it is due).
         self.cursor = 0
-        self._timer: Optional[asyncio.TimerHandle] = None
+        #: Sessions of the bucket being walked still to beat.
+        self._due: List["Session"] = []
+        self._timer: Optional[asyncio.Handle] = None
 
     def __len__(self) -> int:
         return self.members
@@ -503,9 +509,8 @@ class HeartbeatWheel:
             self.members -= 1
             if not bucket:
                 self.buckets[slot] = None
-        if not self.members and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self.members:
+            self.stop()
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         # Skip empty buckets: an idle router wakes only when a beat is due.
@@ -519,19 +524,33 @@ class HeartbeatWheel:
     def _walk(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        count = self.count
-        # Every bucket whose end has passed (more than one after a stalled loop).
-        while (self.cursor + 1) * self.width <= now and self.members:
-            bucket = self.buckets[self.cursor % count]
-            self.cursor += 1
-            if bucket:
-                for session in list(bucket):
-                    call_user("heartbeat", session.heartbeat_due)
-        if self.members and self._timer is None:
+        count, width = self.count, self.width
+        # After a stall longer than an interval, walk each bucket once.
+        self.cursor = max(self.cursor, int(loop.time() / width) - count)
+        budget = self.BATCH
+        due = self._due
+        while budget and self.members:
+            if not due:
+                if (self.cursor + 1) * width > loop.time():
+                    break  # no bucket is due yet
+                bucket = self.buckets[self.cursor % count]
+                self.cursor += 1
+                if bucket:
+                    due.extend(bucket)
+                continue
+            session = due.pop()
+            if session.heartbeat_slot >= 0:  # not closed meanwhile
+                call_user("heartbeat", session.heartbeat_due)
+                budget -= 1
+        if not self.members:
+            due.clear()
+        elif due or (self.cursor + 1) * width <= loop.time():
+            self._timer = loop.call_soon(self._walk)  # the rest at the next iteration
+        else:
             self._schedule(loop)
 
     def stop(self) -> None:
+        self._due.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

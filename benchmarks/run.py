@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """TornadIO benchmarks: one entry point for every scenario and contender.
 
-    python benchmarks/run.py                 default run (< 5 min on 2 cores)
-    python benchmarks/run.py --quick         ~1 minute, fewer/shorter rounds
+    python benchmarks/run.py                 default run (about 12 min on 2 cores)
+    python benchmarks/run.py --quick         ~3 minutes, fewer/shorter rounds
     python benchmarks/run.py --long          more rounds, longer windows
-    python benchmarks/run.py --smoke         tiny configuration for CI (< 30 s)
+    python benchmarks/run.py --smoke         tiny configuration for CI (about 1 min)
     python benchmarks/run.py --profile       also py-spy TornadIO on echo/fan-out
 
 Each server runs in its own process on 127.0.0.1 (benchmarks/servers.py) and
@@ -15,21 +15,29 @@ Results go to benchmarks/results/<timestamp>.json (``--output`` to change).
 
 Contenders
     plain         tornado.websocket.WebSocketHandler echo / fan-out loop
-    tornadio-ws   TornadIO over websocket
-    tornadio-xhr  TornadIO over xhr-polling (scenario xhr_echo)
+    tornadio-ws   TornadIO over websocket (-uvloop: the same on uvloop)
     socketio-ws   python-socketio, Tornado mode, over websocket; optional:
                   used when the interpreter (or --socketio-python) has it
     tornadio-bcast  fan-out only: TornadIO's own SocketConnection.broadcast()
-                  (when the library has it), beside the send() loop
+    handlp-xhr/-jsonp    hand-written Tornado long-poll echo (RequestHandler)
+    barelp-xhr/-jsonp    the same echo on a bare HTTPMessageDelegate: the floor
+    tornadio-xhr/-jsonp  TornadIO over xhr-polling / jsonp-polling (lean path)
+    node-xhr/-jsonp      socket.io 0.6.18 on node (benchmarks/node_sio06.js)
 
 Scenarios
-    latency    round-trip p50/p99, one client, 32-byte messages
-    echo       echo throughput, N clients with one message in flight each
+    latency    websocket round-trip p50/p99, one client, 32-byte messages
+    echo       websocket echo throughput, N clients with one message in flight each
     fanout     each message broadcast to all N clients: delivered msgs/s
+    xhr_latency, jsonp_latency   one polling client ping-pong
+    xhr_echo, jsonp_echo         polling echo throughput, N clients
     memory     server RSS per idle websocket session (heartbeats on)
     lag        IOLoop lag p99 while the largest count of sessions is held
+    scale_ws   50,000 idle websockets (or the file limit, at the same heartbeat rate)
+    scale_poll 20,000 polling sessions holding long polls (or the file limit)
     codec      tornadio.proto encode/decode MB/s (in-process, no server)
-    xhr_echo   xhr-polling echo throughput, N clients
+
+Ratios are against each scenario's baseline (plain Tornado; the hand-written
+long poll for the polling scenarios); the targets of issue 13 follow the table.
 
 Every wait is bounded; every child process is stopped at the end, on errors
 and on Ctrl-C too. A run exits 1 when any measurement failed (the JSON is

@@ -553,42 +553,68 @@ def timestamp():
     return int(time.time() * 1000)
 
 
+def jsonp_payload(data):
+    """The payload inside a jsonp-polling answer ``io.JSONP[i]._("...");``."""
+    start, end = data.find("("), data.rfind(")")
+    if not data.startswith("io.JSONP[") or start < 0 or end < start:
+        raise ValueError("not a jsonp-polling answer: %r" % data[:60])
+    return json.loads(data[start + 1:end])
+
+
 async def run_xhr_echo(args):
-    """N xhr-polling clients, each with one message in flight."""
-    base = "/echo/xhr-polling"
+    """N long-polling clients (xhr- or jsonp-polling), each with one message in flight.
+
+    Every echo's round trip (POST sent to the echo's poll answer read) is
+    sampled too, so with one client this is the polling latency measurement.
+    """
+    base = "%s/%s" % (args.base, args.transport)
+    jsonp = args.transport == "jsonp-polling"
+    tail = "/0" if jsonp else ""
     count = [0]
+    samples = []
+    recording = [False]
     stop = asyncio.Event()
     message = payload_of(args.size)
     body = ("data=" + quote(sio06_frame(message), safe="~!*()'")).encode("ascii")
     errors = []
     connections = []
 
+    def unwrap(data):
+        return sio06_frames(jsonp_payload(data) if jsonp else data)
+
     async def client():
         poll, post = HTTPConnection(args.port), HTTPConnection(args.port)
         connections.extend((poll, post))
         await poll.open()
         await post.open()
-        status, data = await poll.request("GET", "%s//%d" % (base, timestamp()))
+        status, data = await poll.request("GET", "%s//%d%s" % (base, timestamp(), tail))
         if status != 200:
             raise RuntimeError("handshake GET answered %d" % status)
-        sid = sio06_frames(data)[0]
+        sid = unwrap(data)[0]
         echoed = asyncio.Event()
+        sent = [0.0]
 
         async def poller():
             while not stop.is_set():
-                status, data = await poll.request("GET", "%s/%s/%d" % (base, sid, timestamp()))
+                status, data = await poll.request("GET", "%s/%s/%d%s" % (
+                    base, sid, timestamp(), tail))
                 if status != 200:
                     raise RuntimeError("poll answered %d" % status)
-                for item in sio06_frames(data):
+                for item in unwrap(data):
                     if item == message:
                         count[0] += 1
+                        if recording[0]:
+                            samples.append(time.perf_counter() - sent[0])
                         echoed.set()
 
         polling = asyncio.ensure_future(poller())
+        post_path = "%s/%s/%d/0" % (base, sid, timestamp()) if jsonp else "%s/%s/send" % (
+            base, sid)
         try:
             while not stop.is_set():
                 echoed.clear()
-                status, _ = await post.request("POST", "%s/%s/send" % (base, sid), body)
+                sent[0] = time.perf_counter()
+                status, _ = await post.request("POST", post_path, body)
                 if status != 200:
                     raise RuntimeError("POST answered %d" % status)
                 waiter = asyncio.ensure_future(echoed.wait())
@@ -607,7 +633,13 @@ async def run_xhr_echo(args):
             errors.append("%s: %s" % (type(exc).__name__, exc))
 
     tasks = [asyncio.ensure_future(guarded()) for _ in range(args.clients)]
-    window = await measured_window(args, lambda: count[0])
+    window = Window(args, lambda: count[0])
+    await asyncio.sleep(args.warmup)
+    recording[0] = True
+    window.begin()
+    await asyncio.sleep(args.duration)
+    window.end()
+    recording[0] = False
     stop.set()
     for task in tasks:
         task.cancel()
@@ -616,8 +648,14 @@ async def run_xhr_echo(args):
         connection.close()
     if errors and not window.delta:
         raise RuntimeError("xhr clients failed: %s" % errors[:3])
-    result = {"clients": args.clients, "errors": len(errors), "error_sample": errors[:3]}
+    result = {"clients": args.clients, "errors": len(errors), "error_sample": errors[:3],
+              "transport": args.transport}
     result.update(window.report("messages"))
+    values = sorted(samples)
+    result.update({
+        "p50_us": round(percentile(values, 0.50) * 1e6, 1) if values else None,
+        "p99_us": round(percentile(values, 0.99) * 1e6, 1) if values else None,
+    })
     return result
 
 
@@ -660,8 +698,100 @@ async def run_hold(args):
             "counters": dict(COUNTERS)}
 
 
+async def run_poll_hold(args):
+    """``--counts`` N long-polling sessions, each holding its poll (re-polling at once).
+
+    Prints ``{"event": "opened", ...}`` once every session made its handshake,
+    then waits for a line ("measure"): from then on every poll's hold time is
+    recorded. At the next line it reports how polls ended: answered (and how
+    long each was held, against ``--poll-timeout``), still held, or failed.
+    """
+    loop = asyncio.get_running_loop()
+    target = args.counts[-1]
+    base = "%s/%s" % (args.base, args.transport)
+    state = {"measuring": False, "stop": False}
+    held = []          # hold seconds of polls started and answered while measuring
+    pending = {}       # poll index -> start time of the poll now held
+    errors = []
+    connections = []
+
+    async def wait_line():
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            raise EOFError("stdin closed")
+
+    async def session(index, opened):
+        conn = HTTPConnection(args.port)
+        connections.append(conn)
+        await conn.open()
+        status, data = await conn.request("GET", "%s//%d" % (base, timestamp()))
+        if status != 200:
+            raise RuntimeError("handshake answered %d" % status)
+        sid = sio06_frames(data)[0]
+        opened.append(index)
+        while not state["stop"]:
+            started = time.monotonic()
+            measured = state["measuring"]
+            if measured:
+                pending[index] = started
+            status, data = await conn.request("GET", "%s/%s/%d" % (base, sid, timestamp()))
+            pending.pop(index, None)
+            if status != 200:
+                raise RuntimeError("poll answered %d" % status)
+            if measured and state["measuring"]:
+                held.append(time.monotonic() - started)
+
+    async def guarded(index, opened):
+        try:
+            await session(index, opened)
+        except (OSError, ConnectionError, RuntimeError, ValueError,
+                asyncio.IncompleteReadError) as exc:
+            errors.append("%s: %s" % (type(exc).__name__, exc))
+
+    opened = []
+    started = time.monotonic()
+    tasks = []
+    for index in range(target):
+        tasks.append(asyncio.ensure_future(guarded(index, opened)))
+        if len(tasks) - len(opened) - len(errors) >= args.concurrency:
+            while len(tasks) - len(opened) - len(errors) >= args.concurrency:
+                await asyncio.sleep(0.005)
+    deadline = time.monotonic() + args.step_timeout
+    while len(opened) + len(errors) < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    emit({"event": "opened", "target": target, "open": len(opened), "failures": len(errors),
+          "failure_sample": errors[:3], "seconds": round(time.monotonic() - started, 2),
+          "generator_rss_kb": rss_kb()})
+    await wait_line()
+    state["measuring"] = True
+    window_start = time.monotonic()
+    await wait_line()
+    window_end = time.monotonic()
+    state["measuring"] = False
+    timeout = args.poll_timeout
+    overdue = [window_end - t for t in pending.values() if window_end - t > timeout + 1.0]
+    values = sorted(held)
+    state["stop"] = True
+    for task in tasks:
+        task.cancel()
+    for conn in connections:
+        conn.close()
+    return {
+        "sessions": len(opened), "window_s": round(window_end - window_start, 2),
+        "polls_answered": len(values),
+        "held_min_s": round(values[0], 3) if values else None,
+        "held_p50_s": round(percentile(values, 0.5), 3) if values else None,
+        "held_p99_s": round(percentile(values, 0.99), 3) if values else None,
+        "held_max_s": round(values[-1], 3) if values else None,
+        "answered_early": sum(1 for v in values if v < timeout - 0.5),
+        "answered_late": sum(1 for v in values if v > timeout + 1.0),
+        "still_held_overdue": len(overdue), "poll_timeout_s": timeout,
+        "errors": len(errors), "error_sample": errors[:3], "generator_rss_kb": rss_kb(),
+    }
+
+
 SCENARIOS = {"latency": run_latency, "echo": run_echo, "fanout": run_fanout,
-             "xhr-echo": run_xhr_echo, "hold": run_hold}
+             "xhr-echo": run_xhr_echo, "hold": run_hold, "poll-hold": run_poll_hold}
 
 
 def main():
@@ -670,6 +800,9 @@ def main():
     parser.add_argument("--contender", choices=("plain", "tornadio", "socketio"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", help="WebSocket path instead of the dialect's default")
+    parser.add_argument("--transport", default="xhr-polling",
+                        choices=("xhr-polling", "jsonp-polling"), help="xhr-echo: which one")
+    parser.add_argument("--base", default="/echo", help="xhr-echo: the resource path")
     parser.add_argument("--server-pid", type=int,
                         help="read this process's CPU time over the measured window")
     parser.add_argument("--clients", type=int, default=50)
@@ -681,8 +814,10 @@ def main():
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument("--step-timeout", type=float, default=120.0)
+    parser.add_argument("--poll-timeout", type=float, default=20.0,
+                        help="poll-hold: the server's xhr_polling_timeout")
     args = parser.parse_args()
-    if args.scenario == "hold":
+    if args.scenario in ("hold", "poll-hold"):
         raise_nofile(max(args.counts) + 1000)
     result = asyncio.run(SCENARIOS[args.scenario](args))
     emit({"result": result})

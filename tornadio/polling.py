@@ -3,15 +3,21 @@ htmlfile and xhr-multipart (one streamed GET), all over one session mechanism.
 
 Every one of them takes client payloads as ``data=`` POSTs; they differ only in
 how a GET is answered and how a payload is wrapped (PROTOCOL.md §4.3–§4.6).
+
+What a request does is written once, in the ``*Exchange`` classes, on a few
+handler primitives (``request``, ``set_header``, ``finish``, ``answered``).
+Two bases provide them: Tornado's ``RequestHandler`` (the handler classes
+here) and the lean handlers of :mod:`tornadio.lean`, which answer long polls
+and POSTs on a bare ``HTTPMessageDelegate`` once the router knows its
+application.
 """
 import asyncio
 import json
 import secrets
-from typing import Any, List, Optional, Tuple
+from typing import Any, Awaitable, List, Optional, Tuple, Union
 from urllib.parse import unquote_to_bytes
 
 import tornado.web
-from tornado.ioloop import IOLoop
 
 from tornadio import origins, proto, session as sessions
 from tornadio.transport import TransportError, TransportHandlerMixin
@@ -19,18 +25,25 @@ from tornadio.transport import TransportError, TransportHandlerMixin
 _MAX_JSONP_INDEX_DIGITS = 10
 
 
-def parse_data_field(body: bytes) -> str:
+def parse_data_field(body: Union[bytes, bytearray]) -> str:
     """The client payload from a urlencoded body, decoded by hand.
 
     Tornado's ``get_argument`` strips whitespace and rewrites control
     characters, which would change messages (PROTOCOL.md §4). Raises
     :class:`TransportError` 400 for a body without a UTF-8 ``data`` field.
     """
-    for field in bytes(body).split(b"&"):
+    data = bytes(body)
+    if data.startswith(b"data=") and b"&" not in data:
+        fields = [data]  # what every client sends: one field, no split needed
+    else:
+        fields = data.split(b"&")
+    for field in fields:
         name, _, value = field.partition(b"=")
         if name == b"data":
+            if b"%" in value or b"+" in value:
+                value = unquote_to_bytes(value.replace(b"+", b" "))
             try:
-                return unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+                return value.decode("utf-8")
             except UnicodeDecodeError:
                 raise TransportError(400, "data is not valid UTF-8") from None
     raise TransportError(400, "no data field in the POST body")
@@ -43,16 +56,28 @@ def js_string(payload: str) -> str:
     return json.dumps(payload).replace("<", "\\u003c")
 
 
-@tornado.web.stream_request_body
-class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
-    """GET/POST/OPTIONS shared by the four HTTP transports (no WebSocket machinery)."""
+def split_tail(rest: Optional[str]) -> Tuple[str, List[str]]:
+    """(session id, remaining path segments) from the URL tail."""
+    if not rest or rest == "/":
+        return "", []
+    segments = rest[1:].split("/")
+    return segments[0], segments[1:]
+
+
+class HttpExchange(TransportHandlerMixin):
+    """One request of an HTTP transport, on either base (RequestHandler or lean).
+
+    Validation, session lookup and the POST all live here, so both bases
+    answer every request alike.
+    """
 
     #: Replace CRLF with LF in POSTed payloads (the jsonp form quirk, §4.4).
     normalise_crlf = False
     body: Optional[bytearray] = None
 
     # -- the request body, streamed so an oversized POST is refused unbuffered ----
-    def prepare(self) -> None:
+    def check_declared_body(self) -> None:
+        """Before any body byte: TransportError 413 for a POST declaring too much."""
         if self.request.method == "POST":
             self.body = bytearray()
             declared = self.request.headers.get("Content-Length")
@@ -69,21 +94,11 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             return
         self.body += chunk
 
-    def on_connection_close(self) -> None:
-        super().on_connection_close()  # ends the wait for a streamed body
-        self.connection_lost()
-
     def connection_lost(self) -> None:
         """The client dropped the request before it was answered."""
 
     # -- URL and origin ---------------------------------------------------------
-    @staticmethod
-    def split_tail(rest: Optional[str]) -> Tuple[str, List[str]]:
-        """(session id, remaining path segments) from the URL tail."""
-        if not rest or rest == "/":
-            return "", []
-        segments = rest[1:].split("/")
-        return segments[0], segments[1:]
+    split_tail = staticmethod(split_tail)
 
     def allow_origin(self) -> None:
         """CORS: echo an allowed Origin (never with credentials); 403 for others."""
@@ -105,33 +120,28 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
         if tail != ["send"]:
             raise TransportError(404, "POST goes to /<session>/send")
 
-    # -- methods ----------------------------------------------------------------
-    def options(self, resource: Any = None, extra: Optional[str] = None,
-                protocol: Any = None, rest: Optional[str] = None) -> None:
+    # -- GET ----------------------------------------------------------------------
+    def check_get(self, rest: Optional[str]) -> str:
+        """Validate a GET; its session id ("" for a new session)."""
         self.allow_origin()
-        wanted = self.request.headers.get("Access-Control-Request-Headers")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-        if wanted:
-            self.set_header("Access-Control-Allow-Headers", wanted)
-        self.set_header("Access-Control-Max-Age", "86400")
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish("ok")
-
-    async def get(self, resource: Any = None, extra: Optional[str] = None,
-                  protocol: Any = None, rest: Optional[str] = None) -> None:
-        self.allow_origin()
-        session_id, tail = self.split_tail(rest)
+        session_id, tail = split_tail(rest)
         self.check_get_tail(session_id, tail)
-        if not session_id:
-            self.take_route(extra)
-            await self.open_new()
-            return
+        return session_id
+
+    def find_resumed(self, session_id: str) -> Optional[sessions.Session]:
+        """The session a GET names, its handshake complete (None: answered already)."""
         session = self.find_session(session_id)
         if session is not None:
             session.confirm()
-            await self.resume(session)
+        return session
 
-    async def open_new(self) -> None:
+    async def open_new(self, extra: Optional[str]) -> Optional[sessions.Session]:
+        """Open a session and run ``on_open``; the session, or None when answered.
+
+        Raises TransportError 403/503 when ``on_open`` refused or the session
+        closed meanwhile.
+        """
+        self.take_route(extra)
         session = self.session = self.create_session(confirmed=not self.once)
         session.keeps_leftovers = self.once
         if self.once:
@@ -140,94 +150,84 @@ class HttpTransport(TransportHandlerMixin, tornado.web.RequestHandler):
                                  + self.socket_settings["session_expiry"])
         if not await self.open_session(session):
             if self.answered:
-                return
+                return None
             if session.close_reason == sessions.REASON_REFUSED:
                 raise TransportError(403, "connection refused by on_open")
             if session.close_reason == sessions.REASON_CLIENT:
-                return  # nobody is listening for an answer
+                return None  # nobody is listening for an answer
             raise TransportError(503, "session closed while on_open ran: %s"
                                  % session.close_reason)
-        await self.start(session)
+        return session
 
-    async def start(self, session: sessions.Session) -> None:
-        raise NotImplementedError
+    # -- POST ---------------------------------------------------------------------
+    def take_post(self, rest: Optional[str]) -> "Optional[Awaitable[Any]]":
+        """Hand a POST's payload to its session.
 
-    async def resume(self, session: sessions.Session) -> None:
-        raise NotImplementedError
-
-    async def post(self, resource: Any = None, extra: Optional[str] = None,
-                   protocol: Any = None, rest: Optional[str] = None) -> None:
-        if self.body is None or self.answered:
-            return  # already answered 413 while the body streamed in
+        Returns what to wait for before answering ``ok`` (a slow coroutine
+        ``on_message``: the client sends its next POST only after this answer,
+        which is the back-pressure), or None. Raises TransportError.
+        """
         self.allow_origin()
-        session_id, tail = self.split_tail(rest)
+        session_id, tail = split_tail(rest)
         self.check_post_tail(tail)
-        payload = parse_data_field(bytes(self.body))
+        assert self.body is not None
+        payload = parse_data_field(self.body)
         session = self.find_session(session_id)
         if session is None:
-            return
+            return None  # answered during the shutdown
         if session.is_closed:
             raise TransportError(401, "session closed")
         session.confirm()
         if self.normalise_crlf:
             payload = payload.replace("\r\n", "\n")
         try:
-            waiter = session.receive(payload)
+            return session.receive(payload)
         except proto.TooManyFramesError as exc:
             raise TransportError(413, exc.reason) from None
         except proto.DecodeError as exc:
             raise TransportError(400, "malformed payload: %s" % exc.reason) from None
-        if waiter is not None:
-            # The client sends its next POST only after this answer: waiting for
-            # a slow on_message to catch up is the back-pressure.
-            await waiter
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish("ok")
 
-    def write_chunk(self, data: str) -> None:
-        """Write and flush into a streamed answer, bounded by max_queue_bytes."""
-        if self.answered or not self.room_for(len(data)):
-            return
-        self.write(data)
-        self.track_write(self.flush(), len(data))
+    def answer_post(self) -> None:
+        """``ok``: the payload was taken (unless answered already)."""
+        if not self.answered:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish("ok")
 
 
-class LongPollingTransport(HttpTransport):
+class LongPollExchange(HttpExchange):
     """One GET per payload: answered at once if anything is queued, else held."""
 
     once = True
     content_type = "text/plain; charset=UTF-8"
-    poll_answered: "Optional[asyncio.Future[None]]" = None
+    poll_timer: Optional[asyncio.TimerHandle] = None
 
-    async def start(self, session: sessions.Session) -> None:
-        # The first GET returns at once, carrying the id (connectTimeout is 5 s).
-        self.poll_answered = asyncio.get_running_loop().create_future()
-        session.attach(self)
-        await self.poll_answered
+    def hold(self, session: sessions.Session, timeout: Optional[float]) -> bool:
+        """Become ``session``'s sink; True while the answer is still to come.
 
-    async def resume(self, session: sessions.Session) -> None:
+        ``timeout`` (None for the first GET, which its queued id answers at
+        once) is how long the poll is held before an empty answer.
+        """
         self.session = session
         if session.is_closed:
             # A closed session's last frames, then 401 on the next poll.
             self.write_payload(session.take_leftovers())
-            return
-        self.poll_answered = asyncio.get_running_loop().create_future()
-        loop = IOLoop.current()
-        timer = loop.call_later(self.socket_settings["xhr_polling_timeout"], self.hold_expired)
+            return False
+        if timeout is not None:
+            self.poll_timer = asyncio.get_running_loop().call_later(timeout, self.hold_expired)
         session.attach(self)
-        try:
-            await self.poll_answered
-        finally:
-            loop.remove_timeout(timer)
+        return not self.answered
 
     def hold_expired(self) -> None:
+        self.poll_timer = None
         if self.session is not None:
             self.session.detach(self)
         self.write_payload("")
 
     def poll_done(self) -> None:
-        if self.poll_answered is not None and not self.poll_answered.done():
-            self.poll_answered.set_result(None)
+        """The poll is answered or its client gone: its timer is no longer needed."""
+        timer, self.poll_timer = self.poll_timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- sink -------------------------------------------------------------------
     def write_payload(self, payload: str) -> None:
@@ -252,11 +252,11 @@ class LongPollingTransport(HttpTransport):
         self.poll_done()
 
 
-class XHRPollingTransport(LongPollingTransport):
+class XHRPollingExchange(LongPollExchange):
     name = "xhr-polling"
 
 
-class JSONPPollingTransport(LongPollingTransport):
+class JSONPPollingExchange(LongPollExchange):
     """Polls by <script src>; the index says which ``io.JSONP`` entry to call."""
 
     name = "jsonp-polling"
@@ -313,6 +313,97 @@ class JSONPPollingTransport(LongPollingTransport):
 
 def _is_index(text: str) -> bool:
     return 0 < len(text) <= _MAX_JSONP_INDEX_DIGITS and text.isascii() and text.isdigit()
+
+
+# -- the RequestHandler base ---------------------------------------------------------
+
+@tornado.web.stream_request_body
+class HttpTransport(HttpExchange, tornado.web.RequestHandler):
+    """GET/POST/OPTIONS shared by the four HTTP transports (no WebSocket machinery)."""
+
+    def prepare(self) -> None:
+        self.check_declared_body()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()  # ends the wait for a streamed body
+        self.connection_lost()
+
+    # -- methods ----------------------------------------------------------------
+    def options(self, resource: Any = None, extra: Optional[str] = None,
+                protocol: Any = None, rest: Optional[str] = None) -> None:
+        self.allow_origin()
+        wanted = self.request.headers.get("Access-Control-Request-Headers")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        if wanted:
+            self.set_header("Access-Control-Allow-Headers", wanted)
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish("ok")
+
+    async def get(self, resource: Any = None, extra: Optional[str] = None,
+                  protocol: Any = None, rest: Optional[str] = None) -> None:
+        session_id = self.check_get(rest)
+        if not session_id:
+            session = await self.open_new(extra)
+            if session is not None:
+                await self.start(session)
+            return
+        resumed = self.find_resumed(session_id)
+        if resumed is not None:
+            await self.resume(resumed)
+
+    async def start(self, session: sessions.Session) -> None:
+        raise NotImplementedError
+
+    async def resume(self, session: sessions.Session) -> None:
+        raise NotImplementedError
+
+    async def post(self, resource: Any = None, extra: Optional[str] = None,
+                   protocol: Any = None, rest: Optional[str] = None) -> None:
+        if self.body is None or self.answered:
+            return  # already answered 413 while the body streamed in
+        waiter = self.take_post(rest)
+        if waiter is not None:
+            await waiter
+        self.answer_post()
+
+    def write_chunk(self, data: str) -> None:
+        """Write and flush into a streamed answer, bounded by max_queue_bytes."""
+        if self.answered or not self.room_for(len(data)):
+            return
+        self.write(data)
+        self.track_write(self.flush(), len(data))
+
+
+class LongPollingTransport(LongPollExchange, HttpTransport):
+    """A long poll on a RequestHandler: the GET waits for its answer."""
+
+    poll_answered: "Optional[asyncio.Future[None]]" = None
+
+    async def start(self, session: sessions.Session) -> None:
+        # The first GET returns at once, carrying the id (connectTimeout is 5 s).
+        await self.held(session, None)
+
+    async def resume(self, session: sessions.Session) -> None:
+        await self.held(session, self.socket_settings["xhr_polling_timeout"])
+
+    async def held(self, session: sessions.Session, timeout: Optional[float]) -> None:
+        if self.hold(session, timeout):
+            self.poll_answered = asyncio.get_running_loop().create_future()
+            await self.poll_answered
+
+    def poll_done(self) -> None:
+        super().poll_done()
+        if self.poll_answered is not None and not self.poll_answered.done():
+            self.poll_answered.set_result(None)
+
+
+class XHRPollingTransport(XHRPollingExchange, LongPollingTransport):
+    """xhr-polling on a RequestHandler (before the router knows its application)."""
+
+
+class JSONPPollingTransport(JSONPPollingExchange, LongPollingTransport):
+    """jsonp-polling on a RequestHandler (before the router knows its application)."""
 
 
 class StreamingTransport(HttpTransport):

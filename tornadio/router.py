@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from tornadio import broadcast, origins, persistent, polling, stats
+from tornadio import broadcast, lean, origins, persistent, polling, stats
 from tornadio.session import REASON_SHUTDOWN, Session, SessionContainer
 from tornadio.client import ClientFile, client_files
 from tornadio.conn import ConnectionFactory, ConnectionInfo, SocketConnection
@@ -193,6 +193,15 @@ def _extra_pattern(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
     return (extra_sep or "") + extra_re
 
 
+def _extra_filter(extra_re: Optional[str], extra_sep: Optional[str]) -> str:
+    """:func:`_extra_pattern` without its ``extra`` capture (the outer filter)."""
+    if not extra_re:
+        return ""
+    if extra_re.startswith("(?P<extra>"):
+        extra_re = "(?:" + extra_re[len("(?P<extra>"):]
+    return (extra_sep or "") + "(?:%s)" % extra_re
+
+
 ConnectionMaker = Callable[..., SocketConnection]
 
 
@@ -216,18 +225,24 @@ class Router:
             self.settings["broadcast_channel"] = self.connection_factory.name
         self.resource = resource
         prefix = r"/(?P<resource>%s)%s/" % (resource, _extra_pattern(extra_re, extra_sep))
-        #: The URL pattern of :meth:`route`; named groups resource, extra, protocol, rest.
-        self.pattern = prefix + r"(?P<protocol>[^/]+)(?P<rest>/.*)?"
+        self._full_pattern = prefix + r"(?P<protocol>[^/]+)(?P<rest>/.*)?"
         try:
-            re.compile(self.pattern)
+            re.compile(self._full_pattern)
         except re.error as exc:
             raise ValueError("resource/extra_re do not form a valid pattern: %s" % exc) from None
+        #: The URL pattern of :meth:`route`: every path under the resource. It
+        #: captures nothing of its own (Tornado would decode each capture of
+        #: every request for nothing); the transport rules inside it have the
+        #: named groups resource, extra, protocol and rest.
+        self.pattern = r"/(?:%s)%s/[^/]+(?:/.*)?" % (resource, _extra_filter(extra_re, extra_sep))
         #: This router's transport table (name -> handler class).
         self.transports: Dict[str, Type[TransportHandlerMixin]] = dict(TRANSPORTS)
         self._session_in_path = re.compile(
             r"(/(?:%s)/)([0-9A-Za-z]+)" % "|".join(re.escape(name) for name in self.transports))
         #: URL tail under the resource -> what is served there (socket.io.js, the SWFs).
         self.client_files: Dict[str, ClientFile] = client_files(self.settings)
+        self._application: Optional[tornado.web.Application] = None
+        self._lean_off = False
         self._route = (self.pattern, self._rules(prefix))
         #: True from :meth:`stop_sessions` until :meth:`restart`: answers then
         #: close their connection, and polls for closed sessions get a quiet answer.
@@ -237,18 +252,28 @@ class Router:
         self._stats: Optional[stats.RouterStats] = None
         self._relay: Optional[SessionRelay] = None
 
-    def _rules(self, prefix: str) -> List[Tuple[str, Any, Dict[str, Any]]]:
+    def _rules(self, prefix: str) -> List[Tuple[Any, Any, Dict[str, Any]]]:
         arguments = {"router": self}
-        rules: List[Tuple[str, Any, Dict[str, Any]]] = [
-            (prefix + r"(?P<protocol>socket\.io\.js|WebSocketMain(?:Insecure)?\.swf|lib)"
-             r"(?P<rest>/vendor/web-socket-js/WebSocketMain(?:Insecure)?\.swf)?",
-             ClientFileHandler, arguments)]
+        rules: List[Tuple[Any, Any, Dict[str, Any]]] = []
         enabled = self.settings["enabled_protocols"]
+        # The lean path comes first, in front of its transports' own rules (it
+        # declines what it does not take): polls are most of the requests, and
+        # the patterns never overlap. A transport replaced in the table keeps its class.
+        leaned = [name for name in lean.LEAN_CLASSES
+                  if name in enabled and self.transports.get(name) is TRANSPORTS[name]]
+        if leaned:
+            alternatives = "|".join(re.escape(name) for name in leaned)
+            rules.append((lean.LeanMatcher(prefix + r"(?P<protocol>%s)(?P<rest>/.*)?"
+                                           % alternatives),
+                          lean.LeanRouter(self, leaned), arguments))
+        rules.append((prefix + r"(?P<protocol>socket\.io\.js|WebSocketMain(?:Insecure)?\.swf|lib)"
+                      r"(?P<rest>/vendor/web-socket-js/WebSocketMain(?:Insecure)?\.swf)?",
+                      ClientFileHandler, arguments))
         for name, handler in self.transports.items():
             target = handler if name in enabled else DisabledTransportHandler
             rules.append((prefix + r"(?P<protocol>%s)(?P<rest>/.*)?" % re.escape(name),
                           target, arguments))
-        rules.append((self.pattern, UnknownTransportHandler, arguments))
+        rules.append((self._full_pattern, UnknownTransportHandler, arguments))
         return rules
 
     def __repr__(self) -> str:
@@ -300,13 +325,45 @@ class Router:
             self._stats = stats.RouterStats(self)
         return self._stats.snapshot()
 
+    @property
+    def application(self) -> Optional[tornado.web.Application]:
+        """The Application serving this router, once known (None before, or
+        when the lean path is off for it); see :meth:`learn_application`."""
+        return None if self._lean_off else self._application
+
+    def learn_application(self, application: tornado.web.Application) -> None:
+        """Tell the router which Application serves it.
+
+        From then on the polling transports answer on their lean path
+        (:mod:`tornadio.lean`), which logs through the application's
+        ``log_request``. :class:`~tornadio.server.SocketServer` calls this, and
+        every request reaching a transport's RequestHandler does too. An
+        application with output transforms (``compress_response``), or a
+        second application, turns the lean path off for good: RequestHandlers
+        then answer everything.
+
+        :param application: the ``tornado.web.Application`` whose rules hold
+            :meth:`route`.
+        """
+        if application is self._application or self._lean_off:
+            return
+        if self._application is not None or getattr(application, "transforms", None):
+            self._lean_off = True
+            return
+        self._application = application
+
     def make_info(self, request: Any, transport: str) -> ConnectionInfo:
         """The :class:`ConnectionInfo` kept for a session opened by ``request``."""
         return ConnectionInfo(request, transport)
 
     def redact(self, path: str) -> str:
         """``path`` with any session id cut to a prefix, for logs."""
-        return self._session_in_path.sub(lambda m: m.group(1) + m.group(2)[:6] + "…", path)
+        found = self._session_in_path.search(path)
+        while found is not None:  # once per request, usually: no per-match callback
+            start, end = found.span(2)
+            path = path[:start] + path[start:min(end, start + 6)] + "…" + path[end:]
+            found = self._session_in_path.search(path, start + 1)
+        return path
 
     # -- shutdown and restart ------------------------------------------------------
     async def shutdown(self, reason: Optional[str] = None,

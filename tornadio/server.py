@@ -30,6 +30,7 @@ from typing import (Any, Callable, Iterable, List, Mapping, NoReturn, Optional, 
                     cast)
 
 import tornado.util
+import tornado.web
 from tornado import gen, netutil
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate, HTTPServerRequest
@@ -197,6 +198,8 @@ class SocketServer(HTTPServer):
             for router in routers:
                 if router.shutting_down:  # an earlier server's shutdown did not finish
                     router.restart()
+                if isinstance(application, tornado.web.Application):
+                    router.learn_application(application)
             allowed = merged_origins(routers)
             self.policy = flashserver.policy_bytes(policy_file, allowed, [self.port])
             if wants_policy_server(settings):

@@ -15,7 +15,7 @@ from collections import deque
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Iterator, List,
                     Optional, Tuple)
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from tornadio import proto
 
@@ -82,8 +82,8 @@ class Session:
     __slots__ = ("id", "container", "transport", "info", "settings", "state", "close_reason",
                  "deadline", "_queue", "_queued_size", "_sink", "_flush_scheduled",
                  "_receiving", "_inbox", "_drained", "_heartbeat_count", "_heartbeat_pending",
-                 "_heartbeat_timer", "messages_in", "messages_out", "keeps_leftovers",
-                 "connection", "heap_index", "_running", "confirmed", "address",
+                 "heartbeat_slot", "messages_in", "messages_out", "keeps_leftovers",
+                 "connection", "heap_index", "heap_key", "_running", "confirmed", "address",
                  "__weakref__")
 
     def __init__(self, container: "SessionContainer",
@@ -97,8 +97,10 @@ class Session:
         self.state = NEW
         self.close_reason: Optional[str] = None
         self.deadline: Optional[float] = None
-        #: This session's slot in the container's expiry heap (-1: none).
+        #: This session's slot in the container's expiry heap (-1: none), and
+        #: the deadline the heap orders it by (at most ``deadline``: see set_deadline).
         self.heap_index = -1
+        self.heap_key = 0.0
         self._queue: List[str] = []
         # Code points queued (ASCII frames: bytes); compared with max_queue_bytes.
         self._queued_size = 0
@@ -112,8 +114,8 @@ class Session:
         self._running: Optional["asyncio.Future[Any]"] = None
         self._heartbeat_count = 0
         self._heartbeat_pending: Optional[str] = None
-        # The handle IOLoop.call_later returned (for remove_timeout).
-        self._heartbeat_timer: Optional[object] = None
+        #: This session's bucket in its container's heartbeat wheel (-1: none).
+        self.heartbeat_slot = -1
         self.messages_in = 0
         self.messages_out = 0
         #: Polling transports set this: frames queued when the session closes
@@ -185,9 +187,8 @@ class Session:
         self.close_reason = reason
         self._inbox = None
         self._wake_readers()
-        if self._heartbeat_timer is not None:
-            IOLoop.current().remove_timeout(self._heartbeat_timer)
-            self._heartbeat_timer = None
+        if self.heartbeat_slot >= 0:
+            self.container.heartbeat_wheel(self.settings["heartbeat_interval"]).remove(self)
         sink, self._sink = self._sink, None
         if sink is not None:
             if self._queue:
@@ -265,9 +266,25 @@ class Session:
             self._queue.clear()
             self.close(REASON_OVERFLOW)
             return
-        # While receive() runs user code, replies wait for its end (see there);
-        # other sends are flushed together, once per loop turn.
-        if self._sink is not None and not self._flush_scheduled and not self._receiving:
+        if not self._receiving:
+            self._flush_when_due()
+
+    def _flush_when_due(self, replies: bool = False) -> None:
+        """The one decision of when queued frames are written.
+
+        ``replies`` (what user code queued while :meth:`receive` ran it) are
+        written as soon as it returns: their client waits for them, and one
+        payload's replies already form one write. Any other send waits for
+        the end of the loop turn, so that sends from many places (broadcasts,
+        timers, other sessions) reach this client in one write. Nothing here
+        depends on the event loop's internals: any asyncio loop behaves alike.
+        """
+        sink = self._sink
+        if sink is None or not self._queue:
+            return
+        if replies:
+            self._deliver(sink)
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.container.schedule_flush(self)
 
@@ -386,12 +403,7 @@ class Session:
                 self._run(iter(messages), started)  # decoding counts toward the slice
             finally:
                 self._receiving = False
-            if self._sink is not None and self._queue:
-                if _loop_is_idle():
-                    self._deliver(self._sink)  # nothing else to batch with: no extra turn
-                elif not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.container.schedule_flush(self)
+            self._flush_when_due(replies=True)
         if self._drained is None:
             return None
         return asyncio.shield(self._drained)
@@ -415,7 +427,7 @@ class Session:
             if not count % _SLICE_CHECK and time.monotonic() - started > DISPATCH_SLICE:
                 # A large batch: let the loop serve everyone else, then go on.
                 self._park(messages)
-                IOLoop.current().add_callback(self._resume)
+                asyncio.get_running_loop().call_soon(self._resume)
                 return
         self._inbox = None
         self._wake_readers()
@@ -444,13 +456,18 @@ class Session:
 
     # -------------------------------------------------------------- heartbeats
     def start_heartbeats(self) -> None:
-        """Persistent transports only: polling liveness is the poll cadence."""
-        interval = self.settings["heartbeat_interval"]
-        if interval and self.state == OPEN:
-            self._heartbeat_timer = IOLoop.current().call_later(interval, self._heartbeat_tick)
+        """Persistent transports only: polling liveness is the poll cadence.
 
-    def _heartbeat_tick(self) -> None:
-        self._heartbeat_timer = None
+        One heartbeat every ``heartbeat_interval`` from now on, driven by the
+        container's shared :class:`HeartbeatWheel` (no timer of its own).
+        """
+        interval = self.settings["heartbeat_interval"]
+        if interval and self.state == OPEN and self.heartbeat_slot < 0:
+            self.container.heartbeat_wheel(interval).add(self)
+
+    def heartbeat_due(self) -> None:
+        """Called by the wheel once per interval: send the next heartbeat, or
+        close when the previous one was not echoed."""
         if self.state != OPEN:
             return
         if self._heartbeat_pending is not None:
@@ -459,7 +476,6 @@ class Session:
         self._heartbeat_count += 1
         self._heartbeat_pending = str(self._heartbeat_count)
         self._enqueue(proto.heartbeat(self._heartbeat_count))
-        self.start_heartbeats()
 
     def _heartbeat_echo(self, number: str) -> None:
         if number == self._heartbeat_pending:
@@ -468,15 +484,115 @@ class Session:
             log.debug("session %s: stray heartbeat echo %r", short_id(self.id), number[:12])
 
 
-def _loop_is_idle() -> bool:
-    """True when no other callback waits in this loop turn.
+class HeartbeatWheel:
+    """One timer for the heartbeats of every session of a container.
 
-    Then a reply is written at once (lowest latency); under load it waits for
-    the turn's end and goes out with everything else due (fewer writes). Reads
-    asyncio's private ready queue; an event loop without one counts as busy.
+    A timer per session per interval costs each idle session a timer handle
+    (about half a KiB) and the loop a heap operation per beat. Here the
+    interval is cut into ``SLOTS`` buckets of sessions; one timer walks the
+    buckets in turn, and a session stays in its bucket for its whole life, so
+    it beats once per interval (its first beat at most one bucket's width
+    early). Removal is immediate (a closed session is not kept). A walk
+    beats at most ``BATCH`` sessions per loop iteration, so a bucket that
+    filled up in a burst of connections never stalls the loop; and after a
+    stall longer than an interval each bucket is walked once, not twice
+    (twice would close every session whose echo could not come back between).
     """
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    return ready is not None and not ready
+
+    #: Buckets per interval (bounded below by MIN_WIDTH seconds each).
+    SLOTS = 600
+    MIN_WIDTH = 0.005
+    #: Heartbeats sent per loop iteration at most.
+    BATCH = 64
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.count = max(1, min(self.SLOTS, int(interval / self.MIN_WIDTH)))
+        self.width = interval / self.count
+        self.buckets: List[Optional[Dict["Session", None]]] = [None] * self.count
+        self.members = 0
+        #: Absolute number of the next bucket to walk (its end is when it is due).
+        self.cursor = 0
+        #: Sessions of the bucket being walked still to beat.
+        self._due: List["Session"] = []
+        self._timer: Optional[asyncio.Handle] = None
+
+    def __len__(self) -> int:
+        return self.members
+
+    def add(self, session: "Session") -> None:
+        """First beat one interval from now, then one per interval."""
+        loop = asyncio.get_running_loop()
+        current = int(loop.time() / self.width)
+        if not self.members:
+            self.cursor = current
+        # The bucket just walked (or passed over, when the cursor skipped empty
+        # ones ahead): its next turn comes one interval later.
+        slot = (min(self.cursor, current) - 1) % self.count
+        bucket = self.buckets[slot]
+        if bucket is None:
+            bucket = self.buckets[slot] = {}
+        bucket[session] = None
+        session.heartbeat_slot = slot
+        self.members += 1
+        if self._timer is None:
+            self._schedule(loop)
+
+    def remove(self, session: "Session") -> None:
+        slot = session.heartbeat_slot
+        if slot < 0:
+            return
+        session.heartbeat_slot = -1
+        bucket = self.buckets[slot]
+        if bucket is not None and bucket.pop(session, 0) is None:
+            self.members -= 1
+            if not bucket:
+                self.buckets[slot] = None
+        if not self.members:
+            self.stop()
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Skip empty buckets: an idle router wakes only when a beat is due.
+        buckets, count, cursor = self.buckets, self.count, self.cursor
+        for ahead in range(count):
+            if buckets[(cursor + ahead) % count]:
+                break
+        self.cursor = cursor + ahead
+        self._timer = loop.call_at((self.cursor + 1) * self.width, self._walk)
+
+    def _walk(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        count, width = self.count, self.width
+        # After a stall longer than an interval, walk each bucket once.
+        self.cursor = max(self.cursor, int(loop.time() / width) - count)
+        budget = self.BATCH
+        due = self._due
+        while budget and self.members:
+            if not due:
+                if (self.cursor + 1) * width > loop.time():
+                    break  # no bucket is due yet
+                bucket = self.buckets[self.cursor % count]
+                self.cursor += 1
+                if bucket:
+                    due.extend(bucket)
+                continue
+            session = due.pop()
+            if session.heartbeat_slot >= 0:  # not closed meanwhile
+                call_user("heartbeat", session.heartbeat_due)
+                budget -= 1
+        if not self.members:
+            due.clear()
+        elif due or (self.cursor + 1) * width <= loop.time():
+            self._timer = loop.call_soon(self._walk)  # the rest at the next iteration
+        else:
+            self._schedule(loop)
+
+    def stop(self) -> None:
+        self._due.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _drain(inbox: Optional[Deque[Any]]) -> Iterator[Any]:
@@ -520,6 +636,15 @@ class SessionContainer:
         self.per_address: Dict[Optional[str], int] = {}
         #: Background tasks (coroutine on_message/on_close), referenced until done.
         self.tasks: "set[asyncio.Future[Any]]" = set()
+        #: The heartbeat wheels, by interval (one per router in practice).
+        self._wheels: Dict[float, HeartbeatWheel] = {}
+
+    def heartbeat_wheel(self, interval: float) -> HeartbeatWheel:
+        """The wheel that beats every ``interval`` seconds for this container's sessions."""
+        wheel = self._wheels.get(interval)
+        if wheel is None:
+            wheel = self._wheels[interval] = HeartbeatWheel(interval)
+        return wheel
 
     def spawn(self, awaitable: Awaitable[Any]) -> "asyncio.Future[Any]":
         """Run ``awaitable`` in the background, keeping a reference until it ends."""
@@ -544,12 +669,12 @@ class SessionContainer:
         """Flush ``session`` at the next loop turn, with every other session due then."""
         self._to_flush.append(session)
         if len(self._to_flush) == 1:
-            IOLoop.current().add_callback(self._flush_due)
+            asyncio.get_running_loop().call_soon(self._flush_due)
 
     def _flush_due(self) -> None:
         due, self._to_flush = self._to_flush, []
         for session in due:
-            session.flush()
+            call_user("flush", session.flush)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -620,16 +745,23 @@ class SessionContainer:
 
     # -- the indexed heap ----------------------------------------------------
     def set_deadline(self, session: "Session", deadline: float) -> None:
-        """Give ``session`` a new deadline, moving its one heap entry in place."""
+        """Give ``session`` a new deadline.
+
+        An earlier deadline moves its one heap entry up at once; a later one
+        (every poll pushes it out) only updates ``session.deadline``: the
+        entry keeps its earlier key, and when it comes to the top before its
+        real deadline, :meth:`expire` moves it down then. O(1) per poll.
+        """
         session.deadline = deadline
         index = session.heap_index
         if index < 0:
+            session.heap_key = deadline
             session.heap_index = len(self._heap)
             self._heap.append(session)
             self._sift_up(session.heap_index)
-        else:
+        elif deadline < session.heap_key:
+            session.heap_key = deadline
             self._sift_up(index)
-            self._sift_down(session.heap_index)
 
     def clear_deadline(self, session: "Session") -> None:
         """Take ``session`` out of the heap (no deadline)."""
@@ -649,11 +781,11 @@ class SessionContainer:
     def _sift_up(self, index: int) -> None:
         heap = self._heap
         item = heap[index]
-        key = item.deadline
+        key = item.heap_key
         while index > 0:
             parent_index = (index - 1) >> 1
             parent = heap[parent_index]
-            if parent.deadline <= key:  # type: ignore[operator]
+            if parent.heap_key <= key:
                 break
             heap[index] = parent
             parent.heap_index = index
@@ -665,16 +797,16 @@ class SessionContainer:
         heap = self._heap
         size = len(heap)
         item = heap[index]
-        key = item.deadline
+        key = item.heap_key
         while True:
             child_index = 2 * index + 1
             if child_index >= size:
                 break
             right = child_index + 1
-            if right < size and heap[right].deadline < heap[child_index].deadline:  # type: ignore[operator]
+            if right < size and heap[right].heap_key < heap[child_index].heap_key:
                 child_index = right
             child = heap[child_index]
-            if key <= child.deadline:  # type: ignore[operator]
+            if key <= child.heap_key:
                 break
             heap[index] = child
             child.heap_index = index
@@ -687,8 +819,12 @@ class SessionContainer:
         now = time.monotonic() if now is None else now
         heap = self._heap
         expired = 0
-        while heap and heap[0].deadline <= now:  # type: ignore[operator]
+        while heap and heap[0].heap_key <= now:
             session = heap[0]
+            if session.deadline is not None and session.deadline > now:
+                session.heap_key = session.deadline  # pushed out since: its real place
+                self._sift_down(0)
+                continue
             self.clear_deadline(session)
             if session.has_sink:
                 continue  # a held poll is its liveness; detach() sets a new deadline
@@ -709,9 +845,11 @@ class SessionContainer:
             session.close(reason)
 
     def stop(self) -> None:
-        """Stop the expiry timer and forget parked sessions: the router is starting afresh."""
+        """Stop the timers and forget parked sessions: the router is starting afresh."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        for wheel in self._wheels.values():
+            wheel.stop()
         for session in list(self.closing.values()):
             self.forget(session)

@@ -28,6 +28,10 @@ log = logging.getLogger("tornadio.transport")
 
 _SESSION_ID = re.compile(r"[0-9A-Za-z]{1,64}\Z")
 
+#: Headers every transport answer carries besides Tornado's own (Server, Date,
+#: Content-Type): answers to a session's requests are never cached.
+DEFAULT_HEADERS = (("Cache-Control", "no-store"),)
+
 
 class Sink(Protocol):
     """Where a session writes its client's payloads: a transport handler.
@@ -84,14 +88,15 @@ class TransportHandlerMixin(_HandlerBase):
     request: Any
     session: Optional[sessions.Session] = None
     fail_reason: Optional[str] = None
-    open_extra_args: Tuple[Any, ...] = ()
-    open_extra_kwargs: Optional[Dict[str, Any]] = None
+    #: The route's ``extra`` capture, for ``on_open`` (see :meth:`take_route`).
+    open_extra: Optional[str] = ""
     #: Bytes handed to the socket and not yet flushed (bounded by max_queue_bytes).
     unsent_bytes = 0
     answered = False
 
     def initialize(self, router: "Router") -> None:
         self.router = router
+        router.learn_application(self.application)
 
     @property
     def socket_settings(self) -> Dict[str, Any]:
@@ -106,7 +111,8 @@ class TransportHandlerMixin(_HandlerBase):
         return None
 
     def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
+        for name, value in DEFAULT_HEADERS:
+            self.set_header(name, value)
 
     def on_finish(self) -> None:
         self.answered = True
@@ -150,9 +156,8 @@ class TransportHandlerMixin(_HandlerBase):
     # -- request arguments --------------------------------------------------------
     def take_route(self, extra: Optional[str]) -> None:
         """Keep the route's ``extra`` capture for ``on_open``."""
-        if extra:
-            self.open_extra_args = (extra,)
-        self.open_extra_kwargs = {"extra": extra}
+        if extra != self.open_extra:  # no instance attribute for the usual ""
+            self.open_extra = extra
 
     # -- sessions -----------------------------------------------------------------
     def create_session(self, confirmed: bool = True) -> sessions.Session:
@@ -190,9 +195,10 @@ class TransportHandlerMixin(_HandlerBase):
             raise TransportError(503, "limit of %d sessions per address reached" % per_address)
 
     async def open_session(self, session: sessions.Session) -> bool:
-        """Run ``on_open``; True when the session may go on."""
-        return await session.open(self.request, self.open_extra_args,
-                                  self.open_extra_kwargs or {"extra": None})
+        """Run ``on_open`` (``extra`` positional when non-empty, always as a
+        keyword); True when the session may go on."""
+        extra = self.open_extra
+        return await session.open(self.request, (extra,) if extra else (), {"extra": extra})
 
     def find_session(self, session_id: str) -> Optional[sessions.Session]:
         """The session named in the URL; None when the shutdown just closed it.
@@ -267,6 +273,9 @@ class TransportHandlerMixin(_HandlerBase):
 
     def track_write(self, future: "Future[Any]", size: int) -> None:
         """Count ``size`` bytes as unsent until ``future`` (the flush) resolves."""
+        if future.done():  # the usual case: the socket took it all at once
+            retrieve_write_error(future)
+            return
         self.unsent_bytes += size
 
         def flushed(done: "Future[Any]") -> None:

@@ -1,0 +1,353 @@
+"""The lean path of the polling transports (tornadio.lean) answers exactly as
+the RequestHandler path does: the same statuses, headers and bodies, the same
+access-log lines through the application's ``log_function``, limits, origins,
+xheaders and client drops. Each script runs twice on real loopback servers,
+once with the lean path on and once with it off, and the raw answers are
+compared byte for byte (session ids and the Date header aside).
+"""
+import asyncio
+import contextlib
+import re
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+import tornadio
+from tornadio import lean
+from support.wire import Events, captured_logs, echo_connection, form, run, tracebacks
+
+SID = re.compile(r"\b[0-9a-f]{32}\b")
+SHORT_SID = re.compile(r"/[0-9a-f]{6}…")
+SETTINGS = {"xhr_polling_timeout": 0.3, "allowed_origins": ["http://good.example"],
+            "jsonp_cross_site": False, "max_http_body": 1000}
+
+
+class Raw:
+    """One kept-alive connection; answers come back raw (status line, headers in order)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def open(self):
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self.port), 5)
+        return self
+
+    async def send(self, method, path, body=None, headers=(), declared=None):
+        self.method = method
+        head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
+        for name, value in headers:
+            head += "%s: %s\r\n" % (name, value)
+        data = b"" if body is None else body.encode()
+        if body is not None or declared is not None:
+            head += ("Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: %d\r\n" % (len(data) if declared is None else declared))
+        self.writer.write(head.encode() + b"\r\n" + data)
+
+    async def answer(self, timeout=5):
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = raw.decode("latin-1").split("\r\n")[:-2]
+        length = 0
+        kept = [lines[0]]
+        for line in lines[1:]:
+            name, _, value = line.partition(": ")
+            if name.lower() == "content-length":
+                length = int(value)
+            if name.lower() != "date":
+                kept.append(line)
+        if self.method == "HEAD":
+            length = 0
+        body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        return "\n".join(kept) + "\n\n" + body.decode("utf-8")
+
+    async def request(self, *args, **kwargs):
+        await self.send(*args, **kwargs)
+        return await self.answer()
+
+    def close(self):
+        self.writer.close()
+
+
+@contextlib.asynccontextmanager
+async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None):
+    """A router on 127.0.0.1 with the lean path on or off; yields (port, router, log)."""
+    log = []
+
+    def log_function(handler):
+        log.append((handler.get_status(), handler._request_summary(),
+                    isinstance(handler, lean.LeanHandler)))
+
+    router = tornadio.get_router(connection or echo_connection(Events()), settings)
+    app = tornado.web.Application([router.route()], log_function=log_function)
+    router.learn_application(app)
+    if not lean_on:
+        router.learn_application(tornado.web.Application())  # a second one: lean path off
+    assert (router.application is app) == lean_on
+    sock, port = bind_unused_port(address="127.0.0.1")
+    http = HTTPServer(app, xheaders=xheaders)
+    http.add_sockets([sock])
+    try:
+        yield port, router, log
+    finally:
+        http.stop()
+        router.sessions().close_all()
+        await asyncio.sleep(0)
+
+
+def normalised(text):
+    return SHORT_SID.sub("/<sid>…", SID.sub("<sid>", text))
+
+
+def sid_of(answer):
+    return SID.search(answer).group(0)
+
+
+async def polling_script(port, router):
+    """Every answer of a session's life over xhr-polling and jsonp-polling, and the errors."""
+    out = []
+    conn = await Raw(port).open()
+    first = await conn.request("GET", "/socket.io/xhr-polling//1")
+    sid = sid_of(first)
+    out.append(first)
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/2" % sid))  # held, times out
+    out.append(await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                  form("~m~5~m~hello")))
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/3" % sid))
+    out.append(await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                  form("~m~2~m~hi"), headers=[("Origin", "http://good.example")]))
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/4" % sid,
+                                  headers=[("Origin", "http://good.example")]))
+    for path, body, headers in [
+            ("/socket.io/xhr-polling/%s/send" % sid, "data=x", [("Origin", "http://evil.example")]),
+            ("/socket.io/xhr-polling/%s/send" % sid, "junk=1", []),
+            ("/socket.io/xhr-polling/%s/send" % sid, form("~m~9~m~bad"), []),
+            ("/socket.io/xhr-polling/%s/send" % sid, "data=%FF", []),
+            ("/socket.io/xhr-polling/%s/nosend" % sid, form("~m~1~m~x"), []),
+            ("/socket.io/xhr-polling/%s/send" % ("0" * 32), form("~m~1~m~x"), []),
+            ("/socket.io/htmlfile/%s/send" % ("0" * 32), form("~m~1~m~x"), []),
+            ("/socket.io/xhr-multipart/%s/send" % sid, form("~m~1~m~x"), [])]:
+        out.append(await conn.request("POST", path, body, headers=headers))
+    for path, headers in [("/socket.io/xhr-polling/ab$cd/1", []),
+                          ("/socket.io/xhr-polling/%s/5" % ("0" * 32), []),
+                          ("/socket.io/xhr-polling/%s/5" % sid, [("Origin", "http://evil.example")])]:
+        out.append(await conn.request("GET", path, headers=headers))
+    # A path that is not UTF-8: 400, and Tornado closes the connection.
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%FF/5"))
+    conn.close()
+    conn = await Raw(port).open()
+    out.append(await conn.request("HEAD", "/socket.io/xhr-polling/%s/6" % sid))
+    out.append(await conn.request("OPTIONS", "/socket.io/xhr-polling/%s/send" % sid,
+                                  headers=[("Origin", "http://good.example"),
+                                           ("Access-Control-Request-Headers", "content-type")]))
+    # jsonp-polling: index in the URL, JavaScript answers, cross-site refusal.
+    jfirst = await conn.request("GET", "/socket.io/jsonp-polling//1/0")
+    jsid = sid_of(jfirst)
+    out.append(jfirst)
+    out.append(await conn.request("POST", "/socket.io/jsonp-polling/%s/2/0" % jsid,
+                                  form("~m~4~m~a\r\nb")))
+    out.append(await conn.request("GET", "/socket.io/jsonp-polling/%s/3/7" % jsid))
+    out.append(await conn.request("GET", "/socket.io/jsonp-polling/%s/4/x" % jsid))
+    out.append(await conn.request("GET", "/socket.io/jsonp-polling/%s/4/0" % jsid,
+                                  headers=[("Sec-Fetch-Site", "cross-site")]))
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/5" % jsid))
+    # An oversized POST is refused from its headers; the connection then closes.
+    await conn.send("POST", "/socket.io/xhr-polling/%s/send" % sid, declared=5000)
+    out.append(await conn.answer())
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+    conn.close()
+    # The server closes the session: its last words, then 401.
+    conn = await Raw(port).open()
+    router.sessions().get(sid).send("bye")
+    router.sessions().get(sid).close()
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/7" % sid))
+    out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/8" % sid))
+    conn.close()
+    return out
+
+
+async def run_both(script, **kwargs):
+    results = {}
+    for lean_on in (True, False):
+        with captured_logs() as records:
+            async with server(lean_on, **kwargs) as (port, router, log):
+                answers = await script(port, router)
+                await asyncio.sleep(0.05)
+        assert not tracebacks(records), [r.getMessage() for r in tracebacks(records)]
+        results[lean_on] = ([normalised(a) for a in answers],
+                            [(status, normalised(summary)) for status, summary, _ in log],
+                            [took_lean for _, _, took_lean in log])
+    return results
+
+
+def test_every_polling_answer_and_log_line_is_the_same_on_both_paths():
+    async def go():
+        results = await run_both(polling_script)
+        lean_answers, lean_log, lean_used = results[True]
+        plain_answers, plain_log, plain_used = results[False]
+        for mine, theirs in zip(lean_answers, plain_answers):
+            assert mine == theirs
+        assert len(lean_answers) == len(plain_answers)
+        assert lean_log == plain_log
+        assert not any(plain_used)
+        # Long polls and POSTs went the lean way; HEAD, OPTIONS and the path
+        # that is not UTF-8 did not.
+        assert sum(lean_used) == len(lean_used) - 3
+        statuses = [status for status, _ in lean_log]
+        assert {200, 400, 401, 403, 404, 405, 413} <= set(statuses)
+        assert all("<sid>" not in summary or "…" in summary for _, summary in lean_log)
+    run(go())
+
+
+def test_session_limits_and_shutdown_answers_are_the_same_on_both_paths():
+    async def script(port, router):
+        out = []
+        conn = await Raw(port).open()
+        first = await conn.request("GET", "/socket.io/xhr-polling//1")
+        out.append(first)
+        out.append(await conn.request("GET", "/socket.io/xhr-polling//1"))  # 503: one in handshake
+        sid = sid_of(first)
+        await conn.send("GET", "/socket.io/xhr-polling/%s/2" % sid)  # held ...
+        await asyncio.sleep(0.05)
+        await router.stop_sessions()  # ... answered at once, Connection: close
+        out.append(await conn.answer())
+        conn.close()
+        conn = await Raw(port).open()
+        out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/3" % sid))  # quiet answer
+        out.append(await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                      form("~m~1~m~x")))
+        conn.close()
+        router.restart()
+        conn = await Raw(port).open()
+        out.append(await conn.request("GET", "/socket.io/xhr-polling/%s/4" % sid))  # 401 again
+        conn.close()
+        return out
+
+    async def go():
+        results = await run_both(script, settings={"max_sessions": 1})
+        assert results[True][:2] == results[False][:2]
+        assert all(results[True][2]) and not any(results[False][2])
+        answers = results[True][0]
+        assert answers[1].startswith("HTTP/1.1 503")
+        assert "Connection: close" in answers[2] and "Connection: close" in answers[3]
+        assert answers[5].startswith("HTTP/1.1 401")
+    run(go())
+
+
+def test_xheaders_give_the_real_client_address_on_the_lean_path():
+    seen = []
+
+    class Remember(tornadio.SocketConnection):
+        def on_open(self, request, *args, **kwargs):
+            seen.append(request.remote_ip)
+
+        def on_message(self, message):
+            pass
+
+    async def script(port, router):
+        conn = await Raw(port).open()
+        forwarded = [("X-Real-IP", "203.0.113.9")]
+        first = await conn.request("GET", "/socket.io/xhr-polling//1", headers=forwarded)
+        sid = sid_of(first)
+        out = [first, await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                         form("~m~1~m~x"), headers=forwarded),
+               await conn.request("GET", "/socket.io/xhr-polling//1", headers=forwarded)]
+        conn.close()
+        return out
+
+    async def go():
+        results = await run_both(script, settings={"max_sessions_per_address": 1},
+                                 xheaders=True, connection=Remember)
+        assert results[True][:2] == results[False][:2]
+        assert all(results[True][2])
+        assert seen == ["203.0.113.9", "203.0.113.9"]
+        lean_log = results[True][1]
+        assert all("(203.0.113.9)" in summary for _, summary in lean_log)
+        assert lean_log[2][0] == 503  # the per-address limit counted the forwarded address
+    run(go())
+
+
+def test_a_client_dropping_its_held_poll_lets_go_of_the_session():
+    async def script(port, router):
+        conn = await Raw(port).open()
+        sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
+        await conn.send("GET", "/socket.io/xhr-polling/%s/2" % sid)
+        for _ in range(100):
+            if router.sessions().get(sid).has_sink:
+                break
+            await asyncio.sleep(0.01)
+        assert router.sessions().get(sid).has_sink
+        conn.writer.transport.abort()  # gone without waiting for the answer
+        for _ in range(100):
+            if not router.sessions().get(sid).has_sink:
+                break
+            await asyncio.sleep(0.01)
+        session = router.sessions().get(sid)
+        assert not session.has_sink and not session.is_closed
+        session.send("kept")  # queued for the next poll, which gets it
+        conn = await Raw(port).open()
+        answer = await conn.request("GET", "/socket.io/xhr-polling/%s/3" % sid)
+        conn.close()
+        return [answer]
+
+    async def go():
+        results = await run_both(script)
+        assert results[True][:2] == results[False][:2]
+        assert results[True][0][0].endswith("~m~4~m~kept")
+        assert [status for status, _ in results[True][1]] == [200, 200, 200]
+    run(go())
+
+
+def test_a_coroutine_on_open_and_a_slow_on_message_on_the_lean_path():
+    class Slow(tornadio.SocketConnection):
+        async def on_open(self, request, *args, **kwargs):
+            await asyncio.sleep(0.05)
+            self.send("welcome")
+
+        async def on_message(self, message):
+            await asyncio.sleep(0.05)
+            self.send(message)
+
+    async def script(port, router):
+        conn = await Raw(port).open()
+        first = await conn.request("GET", "/socket.io/xhr-polling//1")
+        sid = sid_of(first)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        posted = await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                    form("~m~1~m~a~m~1~m~b"))
+        waited = loop.time() - started
+        polled = await conn.request("GET", "/socket.io/xhr-polling/%s/2" % sid)
+        conn.close()
+        assert waited >= 0.09  # "ok" only once both messages were handled (back-pressure)
+        return [first, posted, polled]
+
+    async def go():
+        results = await run_both(script, connection=Slow)
+        assert results[True][:2] == results[False][:2]
+        assert all(results[True][2])
+        assert "~m~7~m~welcome" in results[True][0][0]
+        assert results[True][0][2].endswith("~m~1~m~a~m~1~m~b")
+    run(go())
+
+
+def test_an_application_with_output_transforms_keeps_the_requesthandler_path():
+    router = tornadio.get_router(echo_connection(Events()))
+    app = tornado.web.Application([router.route()], compress_response=True)
+    router.learn_application(app)
+    assert router.application is None
+
+
+def test_socket_server_tells_its_routers_their_application():
+    router = tornadio.get_router(echo_connection(Events()))
+    app = tornado.web.Application([router.route()], socket_io_port=0,
+                                  socket_io_address="127.0.0.1", flash_policy_server=False)
+
+    async def go():
+        server = tornadio.SocketServer(app, auto_start=False)
+        try:
+            assert router.application is app
+        finally:
+            server.stop()
+    run(go())

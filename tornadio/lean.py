@@ -1,0 +1,418 @@
+"""The lean path of the polling transports: long polls and POSTs answered on a
+bare ``HTTPMessageDelegate`` instead of a ``RequestHandler``.
+
+A long poll is two small requests per message, and a ``RequestHandler`` costs
+far more than what a poll does: the handler's construction, its coroutine, its
+per-request UI namespaces. Here each request gets one small handler object
+that provides the few primitives the transports use (``request``,
+``set_header``, ``finish``, ``answered``); what a request *does* is written
+once, in :mod:`tornadio.polling`, for both bases.
+
+Answers are the ones a ``RequestHandler`` gives, byte for byte: the same
+status, body and headers (``Server``, ``Date``, ``Cache-Control`` and the
+transport's own), errors raised as :exc:`~tornadio.TransportError` and
+answered by the same ``write_error``, and every request handed to the
+application's ``log_request`` (so its ``log_function`` setting) with the
+session id redacted.
+
+Tornado hands a matched request to a :class:`tornado.routing.Router` target
+without telling it the application, which ``log_request`` needs: the
+:class:`LeanRouter` answers only once its :class:`~tornadio.Router` knows the
+application (``SocketServer`` says so, and so does every request that reaches
+a transport's ``RequestHandler``). Until then, and for whatever it does not
+take (OPTIONS, HEAD, the streaming GETs, a path that is not UTF-8, an
+application with output transforms such as ``compress_response``), it
+declines and Tornado goes on to the ``RequestHandler`` rule behind it.
+"""
+import asyncio
+import logging
+import re
+import sys
+import time
+from http.client import responses
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
+
+import tornado
+import tornado.routing
+import tornado.web
+from tornado import httputil
+from tornado.concurrent import Future
+
+from tornadio import polling
+from tornadio.transport import DEFAULT_HEADERS
+
+if TYPE_CHECKING:
+    from tornadio.router import Router
+
+app_log = logging.getLogger("tornado.application")
+gen_log = logging.getLogger("tornado.general")
+
+_SERVER = "TornadoServer/%s" % tornado.version
+# What RequestHandler accepts in a header value (anything else: ValueError).
+_VALID_HEADER_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
+
+
+class _HttpDate:
+    """``Date`` header values, formatted once per second (as RequestHandler would)."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.text = httputil.format_timestamp(now)
+            self.second = second
+        return self.text
+
+
+_DATE = _HttpDate()
+_OK = httputil.ResponseStartLine("", 200, "OK")
+
+
+def _default_headers() -> httputil.HTTPHeaders:
+    """What ``RequestHandler.clear`` and the transports' ``set_default_headers`` set."""
+    headers = httputil.HTTPHeaders()
+    headers["Server"] = _SERVER
+    headers["Content-Type"] = "text/html; charset=UTF-8"
+    headers["Date"] = _DATE.now()
+    for name, value in DEFAULT_HEADERS:
+        headers[name] = value
+    return headers
+
+
+class LeanHandler:
+    """The handler primitives of ``RequestHandler`` the transports use, and no more.
+
+    The object ``log_function`` receives: it has ``request``, ``application``,
+    ``get_status()`` and ``_request_summary()`` as a RequestHandler does.
+    """
+
+    name = ""
+    answered = False
+    #: True once the request's method runs (its body is complete).
+    running = False
+    _status_code = 200
+    _reason = "OK"
+    #: The held task of a GET that opens a session (``on_open`` may await).
+    opening: "Optional[asyncio.Future[None]]" = None
+
+    def __init__(self, application: tornado.web.Application, router: "Router",
+                 request: httputil.HTTPServerRequest, extra: Optional[str],
+                 rest: Optional[str]) -> None:
+        self.application = application
+        self.router = router
+        self.request = request
+        self.extra = extra
+        self.rest = rest
+        self._headers = _default_headers()
+        assert request.connection is not None
+        request.connection.set_close_callback(  # type: ignore[attr-defined]
+            self.on_connection_close)
+
+    # -- what RequestHandler offers ------------------------------------------------
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """The application's settings, as ``RequestHandler.settings``."""
+        return self.application.settings
+
+    def set_default_headers(self) -> None:
+        """Overridden by the transport mixin (``Cache-Control: no-store``)."""
+
+    def clear(self) -> None:
+        """Reset headers and status, as ``RequestHandler.clear``."""
+        self._headers = _default_headers()
+        self._status_code = 200
+        self._reason = "OK"
+
+    def set_header(self, name: str, value: str) -> None:
+        if _VALID_HEADER_VALUE.fullmatch(value) is None:
+            raise ValueError("Unsafe header value %r" % value)
+        self._headers[name] = value
+
+    def set_status(self, status_code: int, reason: Optional[str] = None) -> None:
+        self._status_code = status_code
+        self._reason = reason if reason is not None else responses.get(
+            status_code, "Unknown")
+
+    def get_status(self) -> int:
+        return self._status_code
+
+    def finish(self, chunk: Optional[str] = None) -> "Future[None]":
+        """Write the whole answer, end the request and log it."""
+        if self.answered:
+            raise RuntimeError("finish() called twice")
+        body = chunk.encode("utf-8") if chunk else b""
+        self._headers["Content-Length"] = str(len(body))
+        connection = self.request.connection
+        assert connection is not None
+        connection.set_close_callback(None)  # type: ignore[attr-defined]
+        status = self._status_code
+        start_line = _OK if status == 200 and self._reason == "OK" else httputil.ResponseStartLine(
+            "", status, self._reason)
+        future = connection.write_headers(start_line, self._headers, body)
+        connection.finish()
+        self.application.log_request(self)  # type: ignore[arg-type]
+        self.on_finish()
+        return future
+
+    def on_finish(self) -> None:
+        """Overridden by the transport mixin (marks the request answered)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Overridden by the transport mixin (a short text body)."""
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Answer an error, as ``RequestHandler.send_error``: headers reset, then write_error."""
+        if self.answered:
+            return
+        self.clear()
+        reason = kwargs.get("reason")
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, tornado.web.HTTPError) and error.reason:
+            reason = error.reason
+        self.set_status(status_code, reason)
+        try:
+            self.write_error(status_code, **kwargs)
+        except Exception:
+            app_log.error("Uncaught exception in write_error", exc_info=True)
+        if not self.answered:
+            self.finish()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """As ``RequestHandler.log_exception`` (the mixin handles TransportError first)."""
+        if isinstance(value, tornado.web.HTTPError):
+            message = value.get_message()
+            if message:
+                gen_log.warning("%d %s: %s", value.status_code, self._request_summary(), message)
+        else:
+            app_log.error("Uncaught exception %s\n%r", self._request_summary(), self.request,
+                          exc_info=(typ, value, tb))
+
+    def _request_summary(self) -> str:
+        """Overridden by the transport mixin (redacted session id, failure reason)."""
+        raise NotImplementedError
+
+    def failed(self) -> None:
+        """Answer the exception being handled, as ``RequestHandler`` does."""
+        typ, value, tb = sys.exc_info()
+        try:
+            self.log_exception(typ, value, tb)
+        except Exception:
+            app_log.error("Exception in exception handler", exc_info=True)
+        if isinstance(value, tornado.web.HTTPError):
+            self.send_error(value.status_code, exc_info=(typ, value, tb))
+        else:
+            self.send_error(500, exc_info=(typ, value, tb))
+
+    def done(self) -> None:
+        """The method ended: an unanswered request gets the empty 200 Tornado's auto-finish gives."""
+        if not self.answered:
+            self.finish()
+
+    # -- the request's life, driven by the delegate ----------------------------------
+    def on_connection_close(self) -> None:
+        """The client left: the transport lets go of its session."""
+        self.connection_lost()
+
+    def connection_lost(self) -> None:
+        """Overridden by the transports."""
+
+    def headers_received(self) -> None:
+        """Overridden: checks made before any body byte."""
+
+    def data_received(self, chunk: bytes) -> None:
+        """Overridden by the transports (the POST body, bounded)."""
+
+    def run(self) -> None:
+        """The request is complete: answer it (overridden per method)."""
+
+
+class LeanPost(polling.HttpExchange, LeanHandler):
+    """A POST of any HTTP transport: the payload to its session, then ``ok``."""
+
+    def headers_received(self) -> None:
+        try:
+            self.check_declared_body()
+        except Exception:
+            self.failed()
+
+    def run(self) -> None:
+        if self.body is None or self.answered:
+            return  # answered 413 while the body streamed in
+        self.running = True
+        try:
+            waiter = self.take_post(self.rest)
+        except Exception:
+            self.failed()
+            return
+        if waiter is None:
+            self.answer_post()
+            self.done()
+        else:
+            asyncio.ensure_future(waiter).add_done_callback(self._caught_up)
+
+    def _caught_up(self, future: "Future[Any]") -> None:
+        try:
+            future.result()
+        except Exception:
+            self.failed()
+            return
+        self.answer_post()
+        self.done()
+
+
+class LeanPoll(LeanHandler):
+    """A long-poll GET: answered at once when data waits, else held (no coroutine)."""
+
+    def run(self) -> None:
+        assert isinstance(self, polling.LongPollExchange)
+        self.running = True
+        try:
+            session_id = self.check_get(self.rest)
+            if not session_id:
+                self.opening = asyncio.ensure_future(self._open())
+                return
+            session = self.find_resumed(session_id)
+            if session is None or not self.hold(session,
+                                                self.socket_settings["xhr_polling_timeout"]):
+                self.done()
+        except Exception:
+            self.failed()
+
+    def on_connection_close(self) -> None:
+        # As on a RequestHandler, whose held GET then returns and is auto-finished;
+        # a GET still in on_open goes on until on_open returns.
+        self.connection_lost()
+        if self.running and self.opening is None:
+            self.done()
+
+    async def _open(self) -> None:
+        assert isinstance(self, polling.LongPollExchange)
+        try:
+            session = await self.open_new(self.extra)
+            if session is not None and self.hold(session, None):
+                return  # answered by write_payload (or ended by the client leaving)
+        except Exception:
+            self.failed()
+            return
+        self.done()
+
+
+class LeanXHRPolling(polling.XHRPollingExchange, LeanPoll):
+    """xhr-polling GET on the lean path."""
+
+
+class LeanJSONPPolling(polling.JSONPPollingExchange, LeanPoll):
+    """jsonp-polling GET on the lean path."""
+
+
+class LeanXHRPollingPost(polling.XHRPollingExchange, LeanPost):
+    """xhr-polling POST on the lean path."""
+
+
+class LeanJSONPPollingPost(polling.JSONPPollingExchange, LeanPost):
+    """jsonp-polling POST on the lean path (its URL carries the index)."""
+
+
+class LeanHtmlFilePost(LeanPost):
+    """htmlfile POST on the lean path (its GET streams on a RequestHandler)."""
+
+    name = "htmlfile"
+
+
+class LeanXHRMultipartPost(LeanPost):
+    """xhr-multipart POST on the lean path (its GET streams on a RequestHandler)."""
+
+    name = "xhr-multipart"
+
+
+#: transport -> (lean GET class or None, lean POST class)
+LEAN_CLASSES: Dict[str, Any] = {
+    "xhr-polling": (LeanXHRPolling, LeanXHRPollingPost),
+    "jsonp-polling": (LeanJSONPPolling, LeanJSONPPollingPost),
+    "htmlfile": (None, LeanHtmlFilePost),
+    "xhr-multipart": (None, LeanXHRMultipartPost),
+}
+
+
+class _Delegate(httputil.HTTPMessageDelegate):
+    """Hands Tornado's HTTP events to a lean handler."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: LeanHandler) -> None:
+        self.handler = handler
+
+    def headers_received(self, start_line: Any, headers: Any) -> None:
+        self.handler.headers_received()
+
+    def data_received(self, chunk: bytes) -> None:
+        self.handler.data_received(chunk)
+
+    def finish(self) -> None:
+        self.handler.run()
+
+    def on_connection_close(self) -> None:
+        self.handler.on_connection_close()
+
+
+class LeanMatcher(tornado.routing.Matcher):
+    """Matches the lean transports' URLs, with no percent-decoding to do.
+
+    A path with a ``%`` escape or a byte outside ASCII does not match: the
+    transport's RequestHandler rule behind takes it and decodes it as always.
+    Real clients never send such paths (ids are hex, the rest digits).
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")
+
+    def match(self, request: httputil.HTTPServerRequest) -> Optional[Dict[str, Any]]:
+        path = request.path
+        if "%" in path or not path.isascii():
+            return None
+        found = self.regex.match(path)
+        if found is None:
+            return None
+        return {"groups": found.groupdict()}
+
+
+class LeanRouter(tornado.routing.Router):
+    """The ``route()`` rule target in front of the polling transports' handlers.
+
+    Returns a lean delegate for what it takes, None (Tornado tries the next
+    rule, the transport's RequestHandler) for the rest.
+    """
+
+    def __init__(self, router: "Router", transports: Iterable[str]) -> None:
+        self.router = router
+        self.transports = frozenset(transports)
+
+    def find_handler(self, request: httputil.HTTPServerRequest,
+                     **kwargs: Any) -> Optional[httputil.HTTPMessageDelegate]:
+        application = self.router.application
+        if application is None:
+            return None
+        method = request.method
+        if method == "GET":
+            index = 0
+        elif method == "POST":
+            index = 1
+        else:
+            return None
+        groups = kwargs.get("groups")
+        if not groups:
+            return None
+        protocol = groups.get("protocol")
+        if protocol not in self.transports:
+            return None
+        handler_class = LEAN_CLASSES[protocol][index]
+        if handler_class is None:
+            return None
+        return _Delegate(handler_class(application, self.router, request, groups.get("extra"),
+                                       groups.get("rest")))

@@ -1,7 +1,7 @@
 """flashsocket: the hixie-76 handshake and 0x00…0xFF framing, over real sockets.
 
 A raw TCP client plays the Flash web-socket-js polyfill against a real
-Tornado server on 127.0.0.1 (PROTOCOL.md §4.2). Every wait is bounded.
+Tornado server on 127.0.0.1 (docs/protocol.rst §4.2). Every wait is bounded.
 """
 import re
 from datetime import timedelta

@@ -1,6 +1,6 @@
 """Unit tests of the Socket.IO 0.6 frame codec, tornadio/proto.py.
 
-Vectors are PROTOCOL.md §10.1 (encoding) and §10.2 (decoding); the rest are
+Vectors are docs/protocol.rst §10.1 (encoding) and §10.2 (decoding); the rest are
 hypothesis properties (round trips, LEN in UTF-16 units, fuzzing against a
 reference splitter) and error cases (refused values, deep nesting, LEN
 syntax, large payloads).

@@ -3,7 +3,7 @@
 Before the Flash web-socket-js polyfill may open its socket, the Flash Player
 connects to ``HOST:843`` (then to the socket's own port), sends the 23 bytes
 ``<policy-file-request/>\\0`` and expects an XML policy followed by ``\\0``
-(PROTOCOL.md §4.2). Each connection here is served by its own coroutine and
+(docs/protocol.rst §4.2). Each connection here is served by its own coroutine and
 bounded in time and size, so a silent or garbage client delays nobody else.
 """
 import logging

@@ -184,7 +184,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
 
     Tornado's ``WebSocketHandler`` only speaks RFC 6455, so the request's stream
     is detached after the headers and the protocol is spoken by hand
-    (PROTOCOL.md §4.2). The handler then is the session's sink until the
+    (docs/protocol.rst §4.2). The handler then is the session's sink until the
     socket closes. The session is made only once the handshake is complete:
     a client that never sends its key3 bytes holds no ``max_sessions`` slot.
     """

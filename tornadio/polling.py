@@ -2,7 +2,7 @@
 htmlfile and xhr-multipart (one streamed GET), all over one session mechanism.
 
 Every one of them takes client payloads as ``data=`` POSTs; they differ only in
-how a GET is answered and how a payload is wrapped (PROTOCOL.md §4.3–§4.6).
+how a GET is answered and how a payload is wrapped (docs/protocol.rst §4.3–§4.6).
 
 What a request does is written once, in the ``*Exchange`` classes, on a few
 handler primitives (``request``, ``set_header``, ``finish``, ``answered``).
@@ -29,7 +29,7 @@ def parse_data_field(body: Union[bytes, bytearray]) -> str:
     """The client payload from a urlencoded body, decoded by hand.
 
     Tornado's ``get_argument`` strips whitespace and rewrites control
-    characters, which would change messages (PROTOCOL.md §4). Raises
+    characters, which would change messages (docs/protocol.rst §4). Raises
     :class:`TransportError` 400 for a body without a UTF-8 ``data`` field.
     """
     data = bytes(body)
@@ -111,7 +111,7 @@ class HttpExchange(TransportHandlerMixin):
         self.set_header("Access-Control-Allow-Origin", origin)
         self.set_header("Vary", "Origin")
 
-    # URL shapes (PROTOCOL.md §2.1); a transport narrows them.
+    # URL shapes (docs/protocol.rst §2.1); a transport narrows them.
     def check_get_tail(self, session_id: str, tail: List[str]) -> None:
         """Raise TransportError for a GET URL this transport does not take."""
 

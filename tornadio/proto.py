@@ -2,7 +2,7 @@
 
 This is the only module that knows the ``~m~``, ``~j~`` and ``~h~`` markers.
 LEN is counted in UTF-16 code units, as the JavaScript client counts
-``String.length`` (PROTOCOL.md §1.3).
+``String.length`` (docs/protocol.rst §1.3).
 """
 import re
 from typing import (TYPE_CHECKING, Any, AnyStr, Callable, Dict, List, NamedTuple, NoReturn,
@@ -130,7 +130,7 @@ _last_text: Tuple[Optional[str], str] = (None, "")
 
 
 def encode(value: Any) -> str:
-    """Frames for a Python value, with the TornadIO mapping (PROTOCOL.md §1.6).
+    """Frames for a Python value, with the TornadIO mapping (docs/protocol.rst §1.6).
 
     ``str`` goes as is; a list (or nested lists) becomes one frame per item;
     anything else, ``None`` included, is sent as ``~j~`` JSON.

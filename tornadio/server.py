@@ -3,7 +3,7 @@
 It listens where ``application.settings`` say, answers
 ``<policy-file-request/>`` inline on the socket.io port itself (Tornado's HTTP
 parser would wait forever for a header terminator that a Flash Player never
-sends, PROTOCOL.md §4.2) and, when the application asks for one, runs the
+sends, docs/protocol.rst §4.2) and, when the application asks for one, runs the
 separate Flash policy server.
 
 Application settings read (all optional):

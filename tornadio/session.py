@@ -144,7 +144,7 @@ class Session:
         """Queue the session id, then run ``on_open``; False means refused or closed.
 
         The id is queued first so that anything ``on_open`` sends rides behind it
-        in the first payload (PROTOCOL.md §2.2). ``on_open`` returning False, or
+        in the first payload (docs/protocol.rst §2.2). ``on_open`` returning False, or
         raising, refuses the client: an authentication check that crashes must
         not let it in. A session closed while a coroutine ``on_open`` runs gets
         its ``on_close`` only after ``on_open`` returned, and none if it refused.
@@ -322,7 +322,7 @@ class Session:
         """Give the session somewhere to write; queued frames go out at once.
 
         A newer sink replaces an older one, which is ended cleanly first (an
-        overlapping long-poll gets an empty answer, PROTOCOL.md §2.3).
+        overlapping long-poll gets an empty answer, docs/protocol.rst §2.3).
         """
         previous, self._sink = self._sink, sink
         if previous is not None and previous is not sink:

@@ -2,7 +2,7 @@
 
 Every scenario is written once and runs on every transport a current browser
 can drive: websocket, xhr-polling and jsonp-polling natively, htmlfile through
-the ActiveX shim of tests/support/harness.js (PROTOCOL.md section 5).
+the ActiveX shim of tests/support/harness.js (docs/protocol.rst §5).
 
 Server settings are short (tests/support/apps.py TEST_SETTINGS: heartbeats
 every 1 s, polls held 0.5 s, polling sessions expire after 1 s), and the client

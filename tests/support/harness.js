@@ -2,7 +2,7 @@
  * Browser side of the TornadIO conformance tests.
  *
  * Loaded by the test page *before* socket.io.js, so that the htmlfile shim
- * (page query ?shim=htmlfile, see PROTOCOL.md section 5) is in place when the
+ * (page query ?shim=htmlfile, see docs/protocol.rst §5) is in place when the
  * client probes for ActiveX. Everything else runs later, from T.connect().
  *
  * window.T records every client event with a timestamp; the Python tests read

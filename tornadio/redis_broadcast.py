@@ -141,13 +141,20 @@ async def redis_clock_offset(client: Any) -> float:
 async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
     """``aclose()`` each redis-py object given (None: skipped), each bounded by
     ``timeout`` seconds; a connection that is gone already is no error."""
+    cancelled: Optional[BaseException] = None
     for connection in connections:
         if connection is None:
             continue
         try:
             await asyncio.wait_for(connection.aclose(), timeout)
-        except (asyncio.CancelledError, Exception):
+        except asyncio.CancelledError as exc:
+            # Close the others, then let it through: a task that swallowed its
+            # cancellation would keep reconnecting and hang asyncio.run's exit.
+            cancelled = exc
+        except Exception:
             pass
+    if cancelled is not None:
+        raise cancelled
 
 
 def _glob_escape(text: str) -> str:

@@ -348,12 +348,17 @@ class RedisSessionRelay(RelayBackend):
             raise
 
     async def _disconnect(self, client: Any, pubsub: Any) -> None:
+        cancelled: Optional[BaseException] = None
         if self._closed:
             try:  # leaving on purpose: the others need not wait for the key to expire
                 await asyncio.wait_for(client.delete(self._alive_key(self.tag)), 1.0)
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # close the connections first, then let it through
+            except Exception:
                 pass
         await close_quietly(pubsub, client)
+        if cancelled is not None:
+            raise cancelled
 
     def _up(self, client: Any) -> None:
         self._client = client

@@ -243,6 +243,7 @@ class Router:
         self.client_files: Dict[str, ClientFile] = client_files(self.settings)
         self._application: Optional[tornado.web.Application] = None
         self._lean_off = False
+        self._routes_given = 0
         self._route = (self.pattern, self._rules(prefix))
         #: True from :meth:`stop_sessions` until :meth:`restart`: answers then
         #: close their connection, and polls for closed sessions get a quiet answer.
@@ -284,8 +285,13 @@ class Router:
         """The ``(pattern, target)`` rule to put in ``tornado.web.Application``.
 
         The target is a list of rules, one per transport: Tornado routes each
-        request straight to its transport's handler class.
+        request straight to its transport's handler class. Asked more than
+        once, the router may be in several applications, and the lean path
+        (which cannot tell them apart for the access log) stays off.
         """
+        self._routes_given += 1
+        if self._routes_given > 1:
+            self._lean_off = True
         return self._route
 
     def sessions(self) -> SessionContainer:

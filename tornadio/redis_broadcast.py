@@ -138,6 +138,25 @@ async def redis_clock_offset(client: Any) -> float:
     return float(seconds + microseconds / 1e6 - (before + after) / 2)
 
 
+async def stop_task(task: "Optional[asyncio.Task[Any]]", same_loop: bool) -> None:
+    """Cancel a backend's connection task and, on its own loop, wait until it ended.
+
+    A task of a loop that is closed (or another loop) is only cancelled: it
+    cannot be awaited from here.
+    """
+    if task is None or task.done():
+        return
+    try:
+        task.cancel()
+    except RuntimeError:  # its loop is closed: the task is gone with it
+        return
+    if same_loop:
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
 async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
     """``aclose()`` each redis-py object given (None: skipped), each bounded by
     ``timeout`` seconds; a connection that is gone already is no error."""
@@ -372,16 +391,7 @@ class RedisBroadcastBackend(BroadcastBackend):
             await asyncio.wait(pending, timeout=drain_timeout)
         self._closed = True
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            try:
-                task.cancel()
-            except RuntimeError:  # its loop is closed: the task is gone with it
-                pass
-            if same_loop:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await stop_task(task, same_loop)
         self._resolve_all_now()
         self.connected = False
 

@@ -48,7 +48,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     redis = None  # type: ignore[assignment]
 
-from tornadio.redis_broadcast import close_quietly, redact_url, redis_client, redis_clock_offset
+from tornadio.redis_broadcast import (close_quietly, redact_url, redis_client, redis_clock_offset,
+                                      stop_task)
 from tornadio.relay import TAG_LENGTH, Receiver, RelayBackend
 from tornadio.session import call_user
 
@@ -249,13 +250,7 @@ class RedisSessionRelay(RelayBackend):
         sessions ``401`` at once; what is not sent resolves ``None``."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            if self._loop is asyncio.get_running_loop():
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await stop_task(task, self._loop is asyncio.get_running_loop())
         self._fail_unsent()
         self._connected = False
 

@@ -9,6 +9,7 @@ example from anywhere, e.g. ``python examples/chatroom/chatroom.py --port 8001``
 """
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -34,6 +35,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
 #: Longest wait for open connections to finish after Ctrl-C.
 SHUTDOWN_GRACE = 2.0
+#: A shutdown still running this many seconds after the signal prints what it
+#: waits for (every thread's stack, every pending task), to stderr.
+SLOW_SHUTDOWN = 6.0
 
 log = logging.getLogger("examples")
 
@@ -165,7 +169,10 @@ def run(app, title, args, on_start=None, on_stop=None):
     if not args.verbose:
         # One access-log line per long poll drowns everything else.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    error = asyncio.run(_serve(app, title, args, on_start, on_stop))
+    try:
+        error = asyncio.run(_serve(app, title, args, on_start, on_stop))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     if error:
         sys.exit("error: " + error)
 
@@ -190,6 +197,7 @@ async def _serve(app, title, args, on_start, on_stop):
         print("Press Ctrl-C to stop.", flush=True)
         await stop.wait()
         log.info("shutting down")
+        _report_if_slow(SLOW_SHUTDOWN)
         # Stops listening, ends every session (on_close runs), and waits a bounded
         # time for the browsers' connections to close.
         await server.shutdown(SHUTDOWN_GRACE)
@@ -198,10 +206,41 @@ async def _serve(app, title, args, on_start, on_stop):
             await on_stop()
 
 
+def _report_if_slow(seconds):
+    """Should the exit take longer than ``seconds``, say what it is waiting for.
+
+    A thread's stack comes from faulthandler (it works even if the loop is
+    stuck); the pending tasks from the loop, should it still run. Both are
+    cancelled by a normal exit (see ``run``).
+    """
+    faulthandler.dump_traceback_later(seconds, exit=False)
+    asyncio.get_running_loop().call_later(seconds, _print_pending_tasks)
+
+
+def _print_pending_tasks():
+    tasks = [task for task in asyncio.all_tasks() if not task.done()]
+    print("slow shutdown: %d task(s) pending" % len(tasks), file=sys.stderr, flush=True)
+    for task in tasks:
+        print("-- %r" % task, file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 def _on_stop_signals(callback):
+    """The first SIGINT or SIGTERM calls ``callback``; a second one exits at once."""
     loop = asyncio.get_running_loop()
+    signalled = []
+
+    def on_signal(signum):
+        if signalled:
+            log.warning("signal %d again: exiting without waiting for the shutdown", signum)
+            logging.shutdown()
+            os._exit(128 + signum)
+        signalled.append(signum)
+        callback()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, callback)
+            loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(callback))
+            signal.signal(signum, lambda number, _: loop.call_soon_threadsafe(on_signal, number))

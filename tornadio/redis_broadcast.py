@@ -138,23 +138,59 @@ async def redis_clock_offset(client: Any) -> float:
     return float(seconds + microseconds / 1e6 - (before + after) / 2)
 
 
+#: Longest wait for a backend's task to end once cancelled (seconds).
+STOP_TIMEOUT = 5.0
+#: How often a task that has not ended is cancelled again (seconds).
+_RECANCEL_EVERY = 0.1
+
+
+async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
+                          timeout: float = STOP_TIMEOUT) -> bool:
+    """Cancel ``tasks`` and wait, at most ``timeout`` seconds, until they ended.
+
+    One ``cancel()`` is not always enough: on Python 3.9 to 3.11,
+    ``asyncio.wait_for`` returns its result, dropping the cancellation, when the
+    awaited call completes in the same loop turn as the cancel (redis-py's
+    commands finish all the time). A task that lost its cancellation carries on
+    with its loop, so a task still running is cancelled again, every
+    ``_RECANCEL_EVERY`` seconds, until it ends or the time is up.
+
+    :return: True if every task ended; False (logged) if some still run.
+    :raises asyncio.CancelledError: if the caller itself is cancelled meanwhile.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.warning("%d task(s) still running %.1f s after being cancelled: %s",
+                        len(pending), timeout, ", ".join(sorted(map(repr, pending))))
+            return False
+        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_EVERY, remaining))
+    return True
+
+
 async def stop_task(task: "Optional[asyncio.Task[Any]]", same_loop: bool) -> None:
-    """Cancel a backend's connection task and, on its own loop, wait until it ended.
+    """Cancel a backend's connection task and, on its own loop, wait (bounded,
+    see :func:`cancel_and_wait`) until it ended.
 
     A task of a loop that is closed (or another loop) is only cancelled: it
     cannot be awaited from here.
     """
     if task is None or task.done():
         return
-    try:
-        task.cancel()
-    except RuntimeError:  # its loop is closed: the task is gone with it
-        return
-    if same_loop:
+    if not same_loop:
         try:
-            await task
-        except (asyncio.CancelledError, Exception):
+            task.cancel()
+        except RuntimeError:  # its loop is closed: the task is gone with it
             pass
+        return
+    await cancel_and_wait([task])
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: an error on the way out is not worth a log line
 
 
 async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
@@ -531,13 +567,10 @@ class RedisBroadcastBackend(BroadcastBackend):
                 # resumes in time): the writer waits for it, bounded by its deadlines.
                 await asyncio.wait({writer})
         finally:
+            await cancel_and_wait((reader, writer))
             for task in (reader, writer):
-                task.cancel()
-            for task in (reader, writer):
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+                if task.done() and not task.cancelled():
+                    task.exception()  # reported by _down already
             if generation == self._generation:  # also when closing
                 self.connected = False
                 assert self._connected_event is not None  # made with this generation

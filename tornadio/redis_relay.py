@@ -48,8 +48,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     redis = None  # type: ignore[assignment]
 
-from tornadio.redis_broadcast import (close_quietly, redact_url, redis_client, redis_clock_offset,
-                                      stop_task)
+from tornadio.redis_broadcast import (cancel_and_wait, close_quietly, redact_url, redis_client,
+                                      redis_clock_offset, stop_task)
 from tornadio.relay import TAG_LENGTH, Receiver, RelayBackend
 from tornadio.session import call_user
 
@@ -394,9 +394,10 @@ class RedisSessionRelay(RelayBackend):
             return (None if first.cancelled() else first.exception()) or ConnectionError(
                 "the connection ended")
         finally:
+            await cancel_and_wait(tasks)
             for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+                if task.done() and not task.cancelled():
+                    task.exception()  # the first one's is returned; the rest add nothing
 
     async def _read(self, pubsub: Any) -> None:
         while True:

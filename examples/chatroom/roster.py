@@ -35,6 +35,8 @@ import os
 import secrets
 import socket
 
+from tornadio.redis_broadcast import cancel_and_wait
+
 log = logging.getLogger("chatroom.roster")
 
 #: Delete field ARGV[1] of hash KEYS[1] only if it still holds ARGV[2]; 1 if deleted.
@@ -153,13 +155,13 @@ class RedisRoster(Roster):
     async def stop(self, timeout=2.0):
         await super().stop(timeout)
         if self.beats is not None:
-            self.beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.beats
+            # Cancelled again until it ends (see cancel_and_wait), bounded.
+            await cancel_and_wait([self.beats])
         # Entries still here (a removal failed) become ghosts for the others to sweep.
         with contextlib.suppress(*self.errors):
             await asyncio.wait_for(self.redis.delete(self.alive_prefix + self.process), 2.0)
-        await self.redis.aclose()
+        with contextlib.suppress(*self.errors):
+            await asyncio.wait_for(self.redis.aclose(), 2.0)
 
     async def enter(self, conn):
         async with self.lock:

@@ -7,6 +7,7 @@ compared byte for byte (session ids and the Date header aside).
 """
 import asyncio
 import contextlib
+import logging
 import re
 
 import tornado.web
@@ -350,4 +351,57 @@ def test_socket_server_tells_its_routers_their_application():
             assert router.application is app
         finally:
             server.stop()
+    run(go())
+
+
+def test_the_default_access_log_gets_the_same_lines_and_is_skipped_only_when_off():
+    """No ``log_function``: Tornado's ``log_request`` writes ``tornado.access``.
+    The lean path writes the RequestHandler path's lines; with the logger off
+    for a level, nothing is formatted for it, and an Application subclass's
+    own ``log_request`` is always called."""
+    access = logging.getLogger("tornado.access")
+
+    async def requests(port):
+        conn = await Raw(port).open()
+        sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
+        await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid, form("~m~1~m~x"))
+        await conn.request("GET", "/socket.io/xhr-polling/%s/2" % sid)
+        await conn.request("GET", "/socket.io/xhr-polling/%s/3" % ("f" * 32))  # 401
+        conn.close()
+
+    async def lines(lean_on, level, app_class=tornado.web.Application):
+        router = tornadio.get_router(echo_connection(Events()), SETTINGS)
+        app = app_class([router.route()])
+        router.learn_application(app if lean_on else tornado.web.Application())
+        sock, port = bind_unused_port(address="127.0.0.1")
+        http = HTTPServer(app)
+        http.add_sockets([sock])
+        old_level = access.level
+        access.setLevel(level)
+        try:
+            with captured_logs(logging.DEBUG) as records:
+                await requests(port)
+                await asyncio.sleep(0.05)
+        finally:
+            access.setLevel(old_level)
+            http.stop()
+            router.sessions().close_all()
+        return [re.sub(r" [0-9.]+ms$", "", normalised(r.getMessage()))
+                for r in records if r.name == "tornado.access"]
+
+    class Counting(tornado.web.Application):
+        calls = 0
+
+        def log_request(self, handler):
+            Counting.calls += 1
+
+    async def go():
+        lean_info, plain_info = await lines(True, logging.INFO), await lines(False, logging.INFO)
+        assert lean_info == plain_info and len(lean_info) == 4
+        assert lean_info[1] == "200 POST /socket.io/xhr-polling/<sid>…/send (127.0.0.1)"
+        lean_warning = await lines(True, logging.WARNING)
+        assert lean_warning == await lines(False, logging.WARNING)
+        assert [line[:3] for line in lean_warning] == ["401"]
+        await lines(True, logging.CRITICAL, Counting)
+        assert Counting.calls == 4
     run(go())

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 app_log = logging.getLogger("tornado.application")
 gen_log = logging.getLogger("tornado.general")
+access_log = logging.getLogger("tornado.access")
+_DEFAULT_LOG_REQUEST = tornado.web.Application.log_request
 
 _SERVER = "TornadoServer/%s" % tornado.version
 # What RequestHandler accepts in a header value (anything else: ValueError).
@@ -83,6 +85,20 @@ def _default_headers() -> httputil.HTTPHeaders:
     for name, value in DEFAULT_HEADERS:
         headers[name] = value
     return headers
+
+
+def _logs_anything(application: tornado.web.Application, status: int) -> bool:
+    """False only when ``log_request`` would log nothing: Tornado's own method,
+    no ``log_function``, and ``tornado.access`` off for this status's level.
+
+    Then the line (its redacted path, its timing) is not worth formatting.
+    """
+    if type(application).log_request is not _DEFAULT_LOG_REQUEST:
+        return True
+    if "log_function" in application.settings:
+        return True
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    return access_log.isEnabledFor(level)
 
 
 class LeanHandler:
@@ -156,7 +172,8 @@ class LeanHandler:
             "", status, self._reason)
         future = connection.write_headers(start_line, self._headers, body)
         connection.finish()
-        self.application.log_request(self)  # type: ignore[arg-type]
+        if _logs_anything(self.application, status):
+            self.application.log_request(self)  # type: ignore[arg-type]
         self.on_finish()
         return future
 

@@ -480,9 +480,15 @@ async def serve(kind, port):
     else:
         server = HTTPServer(app)
     if kind == "tornadio":
-        # What SocketServer does: the routers learn their application (lean polling path).
+        # What SocketServer does: the routers learn their application (lean polling
+        # path), and a FrontDoor hands the lean requests over without routing.
         for router in ROUTERS:
             router.learn_application(app)
+        from tornadio.lean import FrontDoor  # imported by tornadio_app() from this checkout
+
+        door = FrontDoor(app, ROUTERS)
+        if door.usable:
+            server.request_callback = door
     server.add_sockets(sockets)
 
     loop = asyncio.get_running_loop()

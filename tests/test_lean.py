@@ -38,7 +38,9 @@ class Raw:
 
     async def send(self, method, path, body=None, headers=(), declared=None):
         self.method = method
-        head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
+        head = "%s %s HTTP/1.1\r\n" % (method, path)
+        if not any(name.lower() == "host" for name, _ in headers):
+            head += "Host: 127.0.0.1\r\n"
         for name, value in headers:
             head += "%s: %s\r\n" % (name, value)
         data = b"" if body is None else body.encode()
@@ -404,4 +406,107 @@ def test_the_default_access_log_gets_the_same_lines_and_is_skipped_only_when_off
         assert [line[:3] for line in lean_warning] == ["401"]
         await lines(True, logging.CRITICAL, Counting)
         assert Counting.calls == 4
+    run(go())
+
+
+# -- the front door: SocketServer hands lean requests over without Tornado's routing --
+@contextlib.asynccontextmanager
+async def socket_server(rules_before=(), settings=SETTINGS, xheaders=False, hosts=None,
+                        connection=None):
+    """A SocketServer on 127.0.0.1; yields (port, router, log, server)."""
+    from tornadio.server import SocketServer
+
+    log = []
+
+    def log_function(handler):
+        log.append((handler.get_status(), handler._request_summary(),
+                    isinstance(handler, lean.LeanHandler)))
+
+    router = tornadio.get_router(connection or echo_connection(Events()), settings)
+    app = tornado.web.Application(list(rules_before) + [router.route()],
+                                  log_function=log_function, socket_io_port=0,
+                                  socket_io_address="127.0.0.1", flash_policy_server=False)
+    if hosts:
+        app.add_handlers(hosts[0], hosts[1])
+    server = SocketServer(app, auto_start=False, xheaders=xheaders)
+    try:
+        yield server.port, router, log, server
+    finally:
+        server.stop()
+        router.sessions().close_all()
+        await asyncio.sleep(0)
+
+
+def test_socket_server_answers_byte_for_byte_as_the_routed_paths_do():
+    async def go():
+        with captured_logs() as records:
+            async with socket_server() as (port, router, log, server):
+                assert isinstance(server.request_callback, lean.FrontDoor)
+                answers = await polling_script(port, router)
+                await asyncio.sleep(0.05)
+        assert not tracebacks(records)
+        routed = await run_both(polling_script)
+        assert [normalised(a) for a in answers] == routed[True][0] == routed[False][0]
+        assert [(s, normalised(summary)) for s, summary, _ in log] == routed[True][1]
+        assert [took_lean for _, _, took_lean in log] == routed[True][2]
+    run(go())
+
+
+class Claims(tornado.web.RequestHandler):
+    """An application rule listed before the router's, for the same paths."""
+
+    def get(self, *args):
+        self.finish("mine")
+
+    post = get
+
+
+def test_an_earlier_rule_of_the_application_keeps_its_paths():
+    async def go():
+        earlier = [(r"/socket\.io/xhr-polling/(?:ffff.*)", Claims), (r"/", Claims)]
+        async with socket_server(earlier) as (port, router, log, server):
+            conn = await Raw(port).open()
+            claimed = await conn.request("GET", "/socket.io/xhr-polling/%s/1" % ("f" * 32))
+            first = await conn.request("GET", "/socket.io/xhr-polling//1")
+            conn.close()
+        assert claimed.endswith("\n\nmine")
+        assert first.startswith("HTTP/1.1 200") and sid_of(first)
+        assert [took_lean for _, _, took_lean in log] == [False, True]
+    run(go())
+
+
+def test_host_specific_rules_route_every_request_the_tornado_way():
+    async def go():
+        hosts = (r"other\.example$", [(r"/socket\.io/.*", Claims)])
+        async with socket_server(hosts=hosts) as (port, router, log, server):
+            conn = await Raw(port).open()
+            first = await conn.request("GET", "/socket.io/xhr-polling//1")
+            other = await conn.request("GET", "/socket.io/xhr-polling//1",
+                                       headers=[("Host", "other.example")])
+            conn.close()
+        assert first.startswith("HTTP/1.1 200") and sid_of(first)
+        assert other.endswith("\n\nmine")  # the host's own rule, as Tornado routes it
+        assert [took_lean for _, _, took_lean in log] == [True, False]
+    run(go())
+
+
+def test_xheaders_reach_the_front_door():
+    seen = []
+
+    class Remember(tornadio.SocketConnection):
+        def on_open(self, request, *args, **kwargs):
+            seen.append(request.remote_ip)
+
+        def on_message(self, message):
+            pass
+
+    async def go():
+        async with socket_server(xheaders=True, connection=Remember) as (port, _, log, _s):
+            conn = await Raw(port).open()
+            first = await conn.request("GET", "/socket.io/xhr-polling//1",
+                                       headers=[("X-Real-IP", "203.0.113.9")])
+            conn.close()
+        assert first.startswith("HTTP/1.1 200")
+        assert seen == ["203.0.113.9"] and log[0][1].endswith("(203.0.113.9)")
+        assert log[0][2]
     run(go())

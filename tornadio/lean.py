@@ -30,7 +30,7 @@ import re
 import sys
 import time
 from http.client import responses
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, Iterable, Optional
 
 import tornado
 import tornado.routing
@@ -390,7 +390,10 @@ class LeanMatcher(tornado.routing.Matcher):
         self.regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")
 
     def match(self, request: httputil.HTTPServerRequest) -> Optional[Dict[str, Any]]:
-        path = request.path
+        return self.match_path(request.path)
+
+    def match_path(self, path: str) -> Optional[Dict[str, Any]]:
+        """What :meth:`match` gives for a request of this path (no query)."""
         if "%" in path or not path.isascii():
             return None
         found = self.regex.match(path)
@@ -433,3 +436,107 @@ class LeanRouter(tornado.routing.Router):
             return None
         return _Delegate(handler_class(application, self.router, request, groups.get("extra"),
                                        groups.get("rest")))
+
+
+class FrontDoor(httputil.HTTPServerConnectionDelegate):
+    """The HTTP server's delegate in front of an Application: a request the lean
+    path takes goes straight to it, without Tornado's routing; every other
+    request goes to the application as usual.
+
+    It takes a request only where the application's own routing would have
+    led: the application has no host-specific rules, no earlier rule matches
+    the request, and the router's rule is in the application's rules (checked
+    per request, so rules added later count). :class:`tornadio.server.SocketServer`
+    puts one in front of its application.
+
+    :param application: the ``tornado.web.Application`` served.
+    :param routers: the TornadIO routers in its rules.
+    """
+
+    def __init__(self, application: tornado.web.Application,
+                 routers: Iterable["Router"]) -> None:
+        self.application = application
+        self.entries = [entry for entry in (router.lean_entry() for router in routers)
+                        if entry is not None]
+        plain = tornado.web.Application
+        cls = type(application)
+        #: False when the application routes in a way of its own (overridden methods).
+        self.usable = bool(self.entries) and cls.find_handler is plain.find_handler and (
+            cls.start_request is plain.start_request)
+
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        if not self.usable:
+            return self.application.start_request(server_conn, request_conn)
+        return _FrontDelegate(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.application.on_close(server_conn)
+
+    def lean_delegate(self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
+                      server_conn: object, request_conn: httputil.HTTPConnection
+                      ) -> Optional[httputil.HTTPMessageDelegate]:
+        """The lean delegate for this request, or None: the application routes it."""
+        if start_line.method not in ("GET", "POST"):
+            return None
+        path = start_line.path.partition("?")[0]
+        for router, matcher, target in self.entries:
+            params = matcher.match_path(path)
+            if params is None:
+                continue
+            if router.application is not self.application:
+                return None  # the lean path is off for this router
+            request = httputil.HTTPServerRequest(connection=request_conn,
+                                                 server_connection=server_conn,
+                                                 start_line=start_line, headers=headers)
+            if not self._routed_to(matcher, request):
+                return None
+            return target.find_handler(request, **params)
+        return None
+
+    def _routed_to(self, matcher: LeanMatcher, request: httputil.HTTPServerRequest) -> bool:
+        """Whether the application's routing reaches the rule holding ``matcher``."""
+        application = self.application
+        if len(application.default_router.rules) != 1:
+            return False  # host-specific rules (add_handlers) come first
+        for rule in application.wildcard_router.rules:
+            inner = getattr(rule.target, "rules", None)
+            if inner and inner[0].matcher is matcher:
+                return rule.matcher.match(request) is not None
+            if rule.matcher.match(request) is not None:
+                return False  # an earlier rule takes this path
+        return False  # the router's rule is not in this application
+
+
+class _FrontDelegate(httputil.HTTPMessageDelegate):
+    """One request through the :class:`FrontDoor`: lean, or the application's."""
+
+    __slots__ = ("door", "server_conn", "request_conn", "delegate")
+
+    def __init__(self, door: FrontDoor, server_conn: object,
+                 request_conn: httputil.HTTPConnection) -> None:
+        self.door = door
+        self.server_conn = server_conn
+        self.request_conn = request_conn
+        self.delegate: Optional[httputil.HTTPMessageDelegate] = None
+
+    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders
+                         ) -> Optional[Awaitable[None]]:
+        door = self.door
+        delegate = door.lean_delegate(start_line, headers, self.server_conn, self.request_conn)
+        if delegate is None:
+            delegate = door.application.start_request(self.server_conn, self.request_conn)
+        self.delegate = delegate
+        return delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
+        assert self.delegate is not None
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        assert self.delegate is not None
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        if self.delegate is not None:
+            self.delegate.on_connection_close()

@@ -212,10 +212,12 @@ class LongPollExchange(HttpExchange):
             # A closed session's last frames, then 401 on the next poll.
             self.write_payload(session.take_leftovers())
             return False
+        session.attach(self)  # answers at once when frames are queued
+        if self.answered:
+            return False
         if timeout is not None:
             self.poll_timer = asyncio.get_running_loop().call_later(timeout, self.hold_expired)
-        session.attach(self)
-        return not self.answered
+        return True
 
     def hold_expired(self) -> None:
         self.poll_timer = None

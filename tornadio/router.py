@@ -262,11 +262,12 @@ class Router:
         # the patterns never overlap. A transport replaced in the table keeps its class.
         leaned = [name for name in lean.LEAN_CLASSES
                   if name in enabled and self.transports.get(name) is TRANSPORTS[name]]
+        self._lean: Optional[Tuple[lean.LeanMatcher, lean.LeanRouter]] = None
         if leaned:
             alternatives = "|".join(re.escape(name) for name in leaned)
-            rules.append((lean.LeanMatcher(prefix + r"(?P<protocol>%s)(?P<rest>/.*)?"
-                                           % alternatives),
-                          lean.LeanRouter(self, leaned), arguments))
+            self._lean = (lean.LeanMatcher(prefix + r"(?P<protocol>%s)(?P<rest>/.*)?"
+                                           % alternatives), lean.LeanRouter(self, leaned))
+            rules.append((self._lean[0], self._lean[1], arguments))
         rules.append((prefix + r"(?P<protocol>socket\.io\.js|WebSocketMain(?:Insecure)?\.swf|lib)"
                       r"(?P<rest>/vendor/web-socket-js/WebSocketMain(?:Insecure)?\.swf)?",
                       ClientFileHandler, arguments))
@@ -336,6 +337,13 @@ class Router:
         """The Application serving this router, once known (None before, or
         when the lean path is off for it); see :meth:`learn_application`."""
         return None if self._lean_off else self._application
+
+    def lean_entry(self) -> "Optional[Tuple[Router, lean.LeanMatcher, lean.LeanRouter]]":
+        """(this router, its lean rule's matcher and target), for
+        :class:`tornadio.lean.FrontDoor`; None with no lean transport enabled."""
+        if self._lean is None:
+            return None
+        return (self, self._lean[0], self._lean[1])
 
     def learn_application(self, application: tornado.web.Application) -> None:
         """Tell the router which Application serves it.

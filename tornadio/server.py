@@ -38,7 +38,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.platform.asyncio import BaseAsyncIOLoop
 
-from tornadio import flashserver
+from tornadio import flashserver, lean
 from tornadio.router import DEFAULT_SETTINGS, Router
 
 log = logging.getLogger("tornadio.server")
@@ -200,6 +200,10 @@ class SocketServer(HTTPServer):
                     router.restart()
                 if isinstance(application, tornado.web.Application):
                     router.learn_application(application)
+            if isinstance(application, tornado.web.Application):
+                door = lean.FrontDoor(application, routers)
+                if door.usable:  # long polls and POSTs skip Tornado's routing
+                    self.request_callback = door
             allowed = merged_origins(routers)
             self.policy = flashserver.policy_bytes(policy_file, allowed, [self.port])
             if wants_policy_server(settings):

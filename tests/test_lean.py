@@ -238,15 +238,21 @@ def test_session_limits_and_shutdown_answers_are_the_same_on_both_paths():
     run(go())
 
 
-def test_xheaders_give_the_real_client_address_on_the_lean_path():
-    seen = []
-
+def address_recorder(seen):
+    """A connection class that appends each session's client address to ``seen``."""
     class Remember(tornadio.SocketConnection):
         def on_open(self, request, *args, **kwargs):
             seen.append(request.remote_ip)
 
         def on_message(self, message):
             pass
+
+    return Remember
+
+
+def test_xheaders_give_the_real_client_address_on_the_lean_path():
+    seen = []
+    Remember = address_recorder(seen)
 
     async def script(port, router):
         conn = await Raw(port).open()
@@ -492,13 +498,7 @@ def test_host_specific_rules_route_every_request_the_tornado_way():
 
 def test_xheaders_reach_the_front_door():
     seen = []
-
-    class Remember(tornadio.SocketConnection):
-        def on_open(self, request, *args, **kwargs):
-            seen.append(request.remote_ip)
-
-        def on_message(self, message):
-            pass
+    Remember = address_recorder(seen)
 
     async def go():
         async with socket_server(xheaders=True, connection=Remember) as (port, _, log, _s):

@@ -120,3 +120,23 @@ def test_stop_task_reports_nothing_for_a_task_that_failed_on_its_way_out(caplog)
         assert "never retrieved" not in caplog.text
 
     run(body())
+
+
+def test_a_task_unwinding_on_its_own_is_not_cancelled_again():
+    """Closing connections after a cancel takes a moment: that clean-up runs whole."""
+    async def body():
+        cleaned = []
+
+        async def closes_its_connection():
+            try:
+                await asyncio.sleep(10)
+            finally:
+                await asyncio.sleep(0.3)  # as an aclose() bounded by its own timeout
+                cleaned.append(True)
+
+        task = asyncio.ensure_future(closes_its_connection())
+        await asyncio.sleep(0)
+        assert await cancel_and_wait([task], timeout=3.0) is True
+        assert cleaned == [True]
+
+    run(body())

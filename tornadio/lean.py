@@ -93,8 +93,8 @@ def _logs_anything(application: tornado.web.Application, status: int) -> bool:
 
     Then the line (its redacted path, its timing) is not worth formatting.
     """
-    if type(application).log_request is not _DEFAULT_LOG_REQUEST:
-        return True
+    if getattr(application.log_request, "__func__", None) is not _DEFAULT_LOG_REQUEST:
+        return True  # overridden, in the class or on the instance
     if "log_function" in application.settings:
         return True
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
@@ -459,10 +459,11 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
         self.entries = [entry for entry in (router.lean_entry() for router in routers)
                         if entry is not None]
         plain = tornado.web.Application
-        cls = type(application)
-        #: False when the application routes in a way of its own (overridden methods).
-        self.usable = bool(self.entries) and cls.find_handler is plain.find_handler and (
-            cls.start_request is plain.start_request)
+        #: False when the application routes in a way of its own (overridden methods,
+        #: in its class or on the instance).
+        self.usable = bool(self.entries) and all(
+            getattr(getattr(application, name), "__func__", None) is getattr(plain, name)
+            for name in ("find_handler", "start_request"))
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:

@@ -140,8 +140,10 @@ async def redis_clock_offset(client: Any) -> float:
 
 #: Longest wait for a backend's task to end once cancelled (seconds).
 STOP_TIMEOUT = 5.0
-#: How often a task that has not ended is cancelled again (seconds).
-_RECANCEL_EVERY = 0.1
+#: How long a cancelled task may unwind (its own bounded clean-up: closing its
+#: connections) before it is cancelled again, and how often after that (seconds).
+_RECANCEL_AFTER = 1.5
+_RECANCEL_EVERY = 0.5
 
 
 async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
@@ -152,7 +154,8 @@ async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
     ``asyncio.wait_for`` returns its result, dropping the cancellation, when the
     awaited call completes in the same loop turn as the cancel (redis-py's
     commands finish all the time). A task that lost its cancellation carries on
-    with its loop, so a task still running is cancelled again, every
+    with its loop, so a task still running after ``_RECANCEL_AFTER`` seconds
+    (time enough for its own clean-up) is cancelled again, every
     ``_RECANCEL_EVERY`` seconds, until it ends or the time is up.
 
     :return: True if every task ended; False (logged) if some still run.
@@ -161,6 +164,7 @@ async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pending = {task for task in tasks if not task.done()}
+    interval = _RECANCEL_AFTER
     while pending:
         for task in pending:
             task.cancel()
@@ -169,7 +173,8 @@ async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
             log.warning("%d task(s) still running %.1f s after being cancelled: %s",
                         len(pending), timeout, ", ".join(sorted(map(repr, pending))))
             return False
-        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_EVERY, remaining))
+        _, pending = await asyncio.wait(pending, timeout=min(interval, remaining))
+        interval = _RECANCEL_EVERY
     return True
 
 
@@ -567,7 +572,11 @@ class RedisBroadcastBackend(BroadcastBackend):
                 # resumes in time): the writer waits for it, bounded by its deadlines.
                 await asyncio.wait({writer})
         finally:
-            await cancel_and_wait((reader, writer))
+            cancelled: Optional[BaseException] = None
+            try:
+                await cancel_and_wait((reader, writer))
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # finish the clean-up first, then let it through
             for task in (reader, writer):
                 if task.done() and not task.cancelled():
                     task.exception()  # reported by _down already
@@ -577,6 +586,8 @@ class RedisBroadcastBackend(BroadcastBackend):
                 self._connected_event.clear()
                 self._resolve_all_now()
             await self._disconnect(client, pubsub)
+            if cancelled is not None:
+                raise cancelled
 
     async def _connect(self) -> Tuple["aioredis.Redis", "PubSub", float]:
         """New connections, subscribed: (client, pubsub, Redis clock offset)."""

@@ -4,6 +4,7 @@ Also the helpers that serve an app (``serve``, ``SocketIOTestCase``) and the
 command line, run as a real subprocess with stdin piped.
 """
 import asyncio
+import json
 import os
 import re
 import socket
@@ -552,6 +553,21 @@ def test_cli_reports_a_server_close_and_a_refusal():
     assert code == 1 and "401" in err
     assert out.splitlines() == ['{"hello": "cli", "n": 1}']
     assert refused_code == 2 and "refused" in refused_err
+
+
+def test_cli_connects_from_the_source_ip_it_is_given():
+    async def body():
+        router = tornadio.get_router(WhereFrom, FAST)
+        async with testing.serve(logged_app(router, [])) as base:
+            from_two = await run_cli(base, "-t", "xhr-polling", "--source-ip", "127.0.0.2",
+                                     stdin_lines=["ping"], expect_lines=2)
+            bad = await run_cli(base, "--source-ip", "localhost")
+        return from_two, bad
+    (code, out, err), (bad_code, _, bad_err) = run(body())
+    assert code == 0, err
+    first, echoed = out.splitlines()
+    assert json.loads(first)["remote_ip"] == "127.0.0.2" and echoed == "ping"
+    assert bad_code == 2 and "source_ip must be an IP address" in bad_err
 
 
 # -- serve() ----------------------------------------------------------------------------

@@ -886,7 +886,7 @@ async def _run_cli(args: argparse.Namespace) -> int:
     headers = {name.strip(): value.strip() for name, value in headers.items()}
     try:
         client = await connect(args.url, args.transport, args.resource, headers=headers,
-                               timeout=args.timeout)
+                               timeout=args.timeout, source_ip=args.source_ip)
     except ConnectionRefused as exc:
         print("tornadio.testing: refused: %s" % exc, file=sys.stderr)
         return 2
@@ -959,6 +959,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-empty", action="store_true", help="do not send empty lines")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds for the handshake and each send (default %(default)s)")
+    parser.add_argument("--source-ip", metavar="ADDRESS",
+                        help="the local address to connect from, e.g. 127.0.0.2 "
+                             "(for max_sessions_per_address or xheaders tests)")
     parser.add_argument("--linger", type=float, default=2.0,
                         help="after stdin ends, exit once no message came for this long "
                              "(default %(default)s s)")
@@ -969,6 +972,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return asyncio.run(_run_cli(args))
     except KeyboardInterrupt:
         return 130
+    except ValueError as exc:  # what connect() refuses at once: a bad URL or address
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

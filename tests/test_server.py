@@ -588,11 +588,16 @@ SLOW_CLOSE_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "su
                                  "slow_close_server.py")
 
 
-def run_with_sessions(close_seconds, count, body):
+#: How the server's loop takes signals: asyncio's add_signal_handler, or (as on
+#: Windows, where loops have none) plain signal handlers.
+LOOP_SIGNALS = ["loop-signals", "no-loop-signals"]
+
+
+def run_with_sessions(close_seconds, count, body, mode="loop-signals"):
     """Start slow_close_server.py (deprecations are errors), open ``count`` websocket
     sessions, run ``body(process)`` in a thread while they stay connected; returns
     (its result, the process)."""
-    process = ScriptProcess(SLOW_CLOSE_SERVER, close_seconds,
+    process = ScriptProcess(SLOW_CLOSE_SERVER, close_seconds, mode,
                             python_args=["-W", "error::DeprecationWarning"])
     process.start()
     try:
@@ -621,13 +626,15 @@ def session_lines(process, word):
     return [line.split()[1] for line in process.lines("out") if line.startswith(word + " ")]
 
 
+@pytest.mark.parametrize("mode", LOOP_SIGNALS)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_runs_every_on_close_then_exits_0(signum):
+def test_a_stop_signal_runs_every_on_close_then_exits_0(signum, mode):
     def body(process):
         process.send_signal(signum)
         return process.wait_exit(20)
 
-    status, process = run_with_sessions(0.5, 3, body)
+    status, process = run_with_sessions(0.5, 3, body, mode)
+    assert ("loop NoSignalLoop" in process.lines("out")) == (mode == "no-loop-signals")
     assert status == 0, process.output()
     assert len(session_lines(process, "opened")) == 3
     assert sorted(session_lines(process, "closed")) == sorted(session_lines(process, "opened"))
@@ -635,8 +642,9 @@ def test_a_stop_signal_runs_every_on_close_then_exits_0(signum):
     assert "Traceback" not in process.output() and "Warning" not in process.output()
 
 
+@pytest.mark.parametrize("mode", LOOP_SIGNALS)
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
-def test_a_second_signal_during_a_slow_shutdown_exits_at_once(second):
+def test_a_second_signal_during_a_slow_shutdown_exits_at_once(second, mode):
     """Three on_close of 3 s each: the second signal must not wait for them."""
     def body(process):
         process.send_signal(signal.SIGINT)
@@ -644,7 +652,7 @@ def test_a_second_signal_during_a_slow_shutdown_exits_at_once(second):
         process.send_signal(second)
         return process.wait_exit(2.0)  # a bound, not a measurement: the rest needs 6 s
 
-    status, process = run_with_sessions(3.0, 3, body)
+    status, process = run_with_sessions(3.0, 3, body, mode)
     assert status == 128 + second, process.output()
     assert len(session_lines(process, "closed")) < 3
     assert "returned" not in process.lines("out")

@@ -5,11 +5,17 @@
 per event, flushed: ``listening on PORT``, ``opened SID``, ``closing SID`` and
 ``closed SID`` around an ``on_close`` that sleeps SECONDS (blocking the loop, as
 a slow database call would), and ``returned`` once ``SocketServer`` returns.
+
+``python slow_close_server.py SECONDS no-loop-signals`` runs it on an asyncio
+loop whose ``add_signal_handler`` raises ``NotImplementedError``, as Windows'
+loops do: the server must fall back to plain signal handlers.
 """
+import asyncio
 import sys
 import time
 
 import tornado.web
+from tornado.ioloop import IOLoop
 
 import tornadio
 from tornadio.server import SocketServer
@@ -36,11 +42,27 @@ class SlowClose(tornadio.SocketConnection):
 
 class AnnouncingServer(SocketServer):
     def start_loop(self):
+        say("loop", type(IOLoop.current().asyncio_loop).__name__)
         say("listening on", self.port)
         super().start_loop()
 
 
-def main(seconds):
+class NoSignalLoop(asyncio.SelectorEventLoop):
+    """A loop without signal support, like asyncio's loops on Windows."""
+
+    def add_signal_handler(self, sig, callback, *args):
+        raise NotImplementedError
+
+
+class NoSignalPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return NoSignalLoop()
+
+
+def main(seconds, mode=""):
+    if mode == "no-loop-signals":
+        asyncio.set_event_loop_policy(NoSignalPolicy())
+        say("loop without signal handlers")
     SlowClose.seconds = seconds
     router = tornadio.get_router(SlowClose)
     app = tornado.web.Application([router.route()], socket_io_port=0,
@@ -50,4 +72,4 @@ def main(seconds):
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]))
+    main(float(sys.argv[1]), *sys.argv[2:])

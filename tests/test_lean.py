@@ -73,17 +73,26 @@ class Raw:
         self.writer.close()
 
 
-@contextlib.asynccontextmanager
-async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None):
-    """A router on 127.0.0.1 with the lean path on or off; yields (port, router, log)."""
+def recorded_log():
+    """(log, log_function): each finished request appended as (status, summary, lean?)."""
     log = []
 
     def log_function(handler):
         log.append((handler.get_status(), handler._request_summary(),
                     isinstance(handler, lean.LeanHandler)))
 
+    return log, log_function
+
+
+@contextlib.asynccontextmanager
+async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None,
+                 app_class=tornado.web.Application, record=True):
+    """A router on 127.0.0.1 with the lean path on or off; yields (port, router, log).
+
+    ``record=False`` leaves the application's default ``log_request`` at work."""
+    log, log_function = recorded_log()
     router = tornadio.get_router(connection or echo_connection(Events()), settings)
-    app = tornado.web.Application([router.route()], log_function=log_function)
+    app = app_class([router.route()], **({"log_function": log_function} if record else {}))
     router.learn_application(app)
     if not lean_on:
         router.learn_application(tornado.web.Application())  # a second one: lean path off
@@ -378,22 +387,15 @@ def test_the_default_access_log_gets_the_same_lines_and_is_skipped_only_when_off
         conn.close()
 
     async def lines(lean_on, level, app_class=tornado.web.Application):
-        router = tornadio.get_router(echo_connection(Events()), SETTINGS)
-        app = app_class([router.route()])
-        router.learn_application(app if lean_on else tornado.web.Application())
-        sock, port = bind_unused_port(address="127.0.0.1")
-        http = HTTPServer(app)
-        http.add_sockets([sock])
         old_level = access.level
         access.setLevel(level)
         try:
             with captured_logs(logging.DEBUG) as records:
-                await requests(port)
-                await asyncio.sleep(0.05)
+                async with server(lean_on, app_class=app_class, record=False) as (port, _, _):
+                    await requests(port)
+                    await asyncio.sleep(0.05)
         finally:
             access.setLevel(old_level)
-            http.stop()
-            router.sessions().close_all()
         return [re.sub(r" [0-9.]+ms$", "", normalised(r.getMessage()))
                 for r in records if r.name == "tornado.access"]
 
@@ -422,12 +424,7 @@ async def socket_server(rules_before=(), settings=SETTINGS, xheaders=False, host
     """A SocketServer on 127.0.0.1; yields (port, router, log, server)."""
     from tornadio.server import SocketServer
 
-    log = []
-
-    def log_function(handler):
-        log.append((handler.get_status(), handler._request_summary(),
-                    isinstance(handler, lean.LeanHandler)))
-
+    log, log_function = recorded_log()
     router = tornadio.get_router(connection or echo_connection(Events()), settings)
     app = tornado.web.Application(list(rules_before) + [router.route()],
                                   log_function=log_function, socket_io_port=0,

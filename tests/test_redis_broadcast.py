@@ -83,9 +83,7 @@ def test_a_task_that_ignores_every_cancel_is_given_up_on(caplog):
 
         task = asyncio.ensure_future(stubborn())
         await asyncio.sleep(0)
-        started = asyncio.get_running_loop().time()
-        assert await cancel_and_wait([task], timeout=0.5) is False
-        assert asyncio.get_running_loop().time() - started < 2.0
+        assert await asyncio.wait_for(cancel_and_wait([task], timeout=0.5), 5.0) is False
         assert "still running 0.5 s after being cancelled" in caplog.text
         release.set()
         task.cancel()

@@ -158,11 +158,15 @@ async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
     (time enough for its own clean-up) is cancelled again, every
     ``_RECANCEL_EVERY`` seconds, until it ends or the time is up.
 
+    What the tasks that ended raised is retrieved here (their callers have
+    read what they need by now): a stopped task's error is not logged again.
+
     :return: True if every task ended; False (logged) if some still run.
     :raises asyncio.CancelledError: if the caller itself is cancelled meanwhile.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     interval = _RECANCEL_AFTER
     while pending:
@@ -175,6 +179,9 @@ async def cancel_and_wait(tasks: "Iterable[asyncio.Future[Any]]",
             return False
         _, pending = await asyncio.wait(pending, timeout=min(interval, remaining))
         interval = _RECANCEL_EVERY
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
     return True
 
 
@@ -194,8 +201,6 @@ async def stop_task(task: "Optional[asyncio.Task[Any]]", same_loop: bool) -> Non
             pass
         return
     await cancel_and_wait([task])
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved: an error on the way out is not worth a log line
 
 
 async def close_quietly(*connections: Any, timeout: float = 1.0) -> None:
@@ -577,9 +582,6 @@ class RedisBroadcastBackend(BroadcastBackend):
                 await cancel_and_wait((reader, writer))
             except asyncio.CancelledError as exc:
                 cancelled = exc  # finish the clean-up first, then let it through
-            for task in (reader, writer):
-                if task.done() and not task.cancelled():
-                    task.exception()  # reported by _down already
             if generation == self._generation:  # also when closing
                 self.connected = False
                 assert self._connected_event is not None  # made with this generation

@@ -394,16 +394,7 @@ class RedisSessionRelay(RelayBackend):
             return (None if first.cancelled() else first.exception()) or ConnectionError(
                 "the connection ended")
         finally:
-            cancelled: Optional[BaseException] = None
-            try:
-                await cancel_and_wait(tasks)
-            except asyncio.CancelledError as exc:
-                cancelled = exc  # retrieve what the tasks raised, then let it through
-            for task in tasks:
-                if task.done() and not task.cancelled():
-                    task.exception()  # the first one's is returned; the rest add nothing
-            if cancelled is not None:
-                raise cancelled
+            await cancel_and_wait(tasks)  # the first one's error is returned; the rest add nothing
 
     async def _read(self, pubsub: Any) -> None:
         while True:

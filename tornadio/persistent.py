@@ -3,7 +3,7 @@ import hashlib
 import logging
 import struct
 from datetime import timedelta
-from typing import Any, Awaitable, Optional, Union
+from typing import Any, Awaitable, Coroutine, Generator, Optional, Union
 
 import tornado.util
 import tornado.web
@@ -12,7 +12,8 @@ from tornado import gen, iostream
 from tornado.ioloop import IOLoop
 
 from tornadio import origins, session as sessions
-from tornadio.transport import TransportError, TransportHandlerMixin, retrieve_write_error
+from tornadio.transport import (SLOTTED_STATE, TransportError, TransportHandlerMixin,
+                                init_slotted_state, retrieve_write_error)
 
 log = logging.getLogger("tornadio.persistent")
 
@@ -21,10 +22,31 @@ _FRAME_16 = b"\x81\x7e"
 _FRAME_64 = b"\x81\x7f"
 
 
+class ReleasedOnceRun:
+    """Awaitable once, letting go of its coroutine as the await starts."""
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: "Coroutine[Any, Any, None]") -> None:
+        self.coroutine: "Optional[Coroutine[Any, Any, None]]" = coroutine
+
+    def __await__(self) -> "Generator[Any, None, None]":
+        coroutine, self.coroutine = self.coroutine, None
+        if coroutine is None:
+            raise RuntimeError("awaited twice")
+        return coroutine.__await__()
+
+
 class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandler):
     """Native browser WebSocket; one text message carries one payload."""
 
     name = "websocket"
+    # Kept out of the instance dict, which then holds only Tornado's names.
+    __slots__ = tuple(name for name, _ in SLOTTED_STATE)
+
+    def initialize(self, router: Any) -> None:
+        init_slotted_state(self)
+        super().initialize(router)
 
     def get(self, resource: Any = None, extra: Optional[str] = None,  # type: ignore[override]
             protocol: Any = None, rest: Optional[str] = None) -> Awaitable[None]:
@@ -59,14 +81,19 @@ class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandl
         limit: int = self.socket_settings["max_websocket_message"]
         return limit
 
-    async def open(self, *args: Any, **kwargs: Any) -> None:
+    def open(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
         try:
             session = self.create_session()
         except TransportError as exc:
             self.fail_reason = exc.detail
             self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
-            return
+            return None
         self.session = session
+        # Tornado keeps what open() returns for the connection's life: a
+        # finished coroutine would stay with every idle connection.
+        return ReleasedOnceRun(self.start_session(session))
+
+    async def start_session(self, session: sessions.Session) -> None:
         if not await self.open_session(session):
             refused = session.close_reason == sessions.REASON_REFUSED
             self.close(1008 if refused else 1001, "refused" if refused else session.close_reason)

@@ -36,6 +36,12 @@ Scenarios
     scale_poll 20,000 polling sessions holding long polls (or the file limit)
     codec      tornadio.proto encode/decode MB/s (in-process, no server)
 
+On a machine with two CPUs or more (and ``taskset``), every server runs on
+CPU 0 and every load generator on the others (``--no-pin`` to share them
+all): a server then has a core of its own, as in production, and the
+generator's work does not land on the server's core. Every contender is
+measured alike.
+
 Ratios are against each scenario's baseline (plain Tornado; the hand-written
 long poll for the polling scenarios); the targets of issue 13 follow the table.
 
@@ -122,13 +128,29 @@ class BenchError(RuntimeError):
 
 
 # -- child processes -----------------------------------------------------------
+#: CPU lists (taskset syntax) for servers and load generators; None: unpinned.
+PINNING = {"taskset": None, "server": None, "load": None}
+
+
+def plan_pinning(enabled):
+    """Servers on CPU 0, load generators on the other CPUs this process may use."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    taskset = shutil.which("taskset")
+    if not enabled or len(usable) < 2 or taskset is None:
+        return
+    PINNING.update(taskset=taskset, server=str(usable[0]),
+                   load=",".join(str(cpu) for cpu in usable[1:]))
+
+
 class Child:
     """A child process in its own session, talking JSON lines on stdout."""
 
     registry = []
 
-    def __init__(self, name, argv, log_dir, env=None):
+    def __init__(self, name, argv, log_dir, env=None, cpus=None):
         self.name = name
+        if cpus:
+            argv = [PINNING["taskset"], "-c", cpus] + list(argv)
         self.log_path = os.path.join(log_dir, "%s.log" % name)
         self._log = open(self.log_path, "a")
         self._log.write("$ %s\n" % " ".join(argv))
@@ -239,7 +261,7 @@ class Server:
             if nodelay:
                 argv.append("--nodelay")
             argv += list(extra)
-        self.child = Child("server-%s%s" % (kind, tag), argv, log_dir)
+        self.child = Child("server-%s%s" % (kind, tag), argv, log_dir, cpus=PINNING["server"])
         ready = self.child.read_json(timeout=30)
         self.port = ready["port"]
         self.pid = ready["pid"]
@@ -352,7 +374,7 @@ class Bench:
         argv = [self.python, os.path.join(BENCH_DIR, "loadgen.py"), "--scenario", scenario,
                 "--contender", dialect, "--port", str(port), "--size", str(MESSAGE_SIZE),
                 "--duration", str(self.cfg["duration"]), "--warmup", str(self.cfg["warmup"])]
-        child = Child(name, argv + list(extra), self.log_dir)
+        child = Child(name, argv + list(extra), self.log_dir, cpus=PINNING["load"])
         return child, (timeout or self.cfg["duration"] + self.cfg["warmup"] + 30)
 
     def measure(self, scenario, contender, server, clients):
@@ -863,6 +885,7 @@ class Bench:
             # Servers started later import the library again: flag edits made meanwhile.
             "tornadio_changed_during_run": _source_digest() != self.source_start,
             "cpus": os.cpu_count(), "platform": platform.platform(),
+            "pinned": {"servers": PINNING["server"], "load": PINNING["load"]},
             "loadavg_start": self.loadavg_start, "loadavg_end": _loadavg(),
             "elapsed_s": round(time.monotonic() - self.clock_start, 1),
             "logs": self.log_dir,
@@ -890,6 +913,11 @@ def print_table(rows, targets, skipped, errors, profiles, meta, analysis=None, s
     print("\nTornadIO benchmarks (%s preset, %s round(s), %s s, loadavg at start %s, end %s)"
           " - medians" % (meta["preset"], meta["config"]["repeats"], meta["elapsed_s"],
                           meta["loadavg_start"], meta["loadavg_end"]))
+    pinned = meta.get("pinned") or {}
+    if pinned.get("servers"):
+        print("servers on CPU %s, load generators on CPU %s" % (pinned["servers"], pinned["load"]))
+    else:
+        print("unpinned: servers and load generators share every CPU")
     busy = (meta["loadavg_start"] or [0])[0]  # the end value counts this run's own load
     if busy > 0.5 * (meta["cpus"] or 1):
         print("note: the machine was busy (loadavg %.1f on %s cores): wall-clock rates and lag "
@@ -1077,6 +1105,8 @@ def parse_args(argv):
                              "every server's WebSockets")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy TornadIO during extra echo and fan-out runs")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let servers and load generators share every CPU")
     parser.add_argument("--output", help="JSON path (default benchmarks/results/<time>.json)")
     parser.add_argument("--json-only", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
@@ -1105,6 +1135,7 @@ def _terminate(signum, frame):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config_for(args)
+    plan_pinning(not args.no_pin)
     # Explicit, so that Ctrl-C works even where SIGINT was inherited as ignored
     # (a background job of a non-interactive shell).
     signal.signal(signal.SIGINT, _terminate)

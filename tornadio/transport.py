@@ -96,8 +96,8 @@ class TransportHandlerMixin(_HandlerBase):
     """The shared half of every transport handler (mixed into a Tornado handler).
 
     Per-request state lives in class-level defaults and is set on the instance
-    only when used: a few more instance attributes would cost every idle
-    WebSocket handler CPython's per-instance dict (about 1 KiB each).
+    only when used; the long-lived WebSocket handler keeps it in slots
+    (:data:`SLOTTED_STATE`).
     """
 
     #: The transport's name in URLs and in ``enabled_protocols``.

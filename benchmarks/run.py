@@ -132,14 +132,34 @@ class BenchError(RuntimeError):
 PINNING = {"taskset": None, "server": None, "load": None}
 
 
+def _siblings(cpu):
+    """The hardware threads sharing ``cpu``'s core (itself included), when Linux says."""
+    path = "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list" % cpu
+    try:
+        with open(path) as listing:
+            text = listing.read().strip()
+    except OSError:
+        return {cpu}
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def plan_pinning(enabled):
-    """Servers on CPU 0, load generators on the other CPUs this process may use."""
+    """Servers on the first CPU this process may use, load generators on the others.
+
+    The server's SMT siblings are left out of the load set when other cores
+    remain, so that the server has a core to itself.
+    """
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     taskset = shutil.which("taskset")
     if not enabled or len(usable) < 2 or taskset is None:
         return
-    PINNING.update(taskset=taskset, server=str(usable[0]),
-                   load=",".join(str(cpu) for cpu in usable[1:]))
+    server = usable[0]
+    load = [cpu for cpu in usable[1:] if cpu not in _siblings(server)] or usable[1:]
+    PINNING.update(taskset=taskset, server=str(server), load=",".join(str(cpu) for cpu in load))
 
 
 class Child:

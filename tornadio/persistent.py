@@ -79,19 +79,20 @@ class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandl
         limit: int = self.socket_settings["max_websocket_message"]
         return limit
 
-    def open(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
+    def open(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        # Tornado keeps what open() returns for the connection's life: a
+        # finished coroutine would stay with every idle connection.
+        return ReleasedOnceRun(self.start_session())
+
+    async def start_session(self) -> None:
+        """Make the session, run ``on_open``, then attach (the body of ``open``)."""
         try:
             session = self.create_session()
         except TransportError as exc:
             self.fail_reason = exc.detail
             self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
-            return None
+            return
         self.session = session
-        # Tornado keeps what open() returns for the connection's life: a
-        # finished coroutine would stay with every idle connection.
-        return ReleasedOnceRun(self.start_session(session))
-
-    async def start_session(self, session: sessions.Session) -> None:
         if not await self.open_session(session):
             refused = session.close_reason == sessions.REASON_REFUSED
             self.close(1008 if refused else 1001, "refused" if refused else session.close_reason)

@@ -7,7 +7,7 @@ class of its transport, with the router as the handler's only argument.
 """
 import logging
 import re
-from types import TracebackType
+from types import MemberDescriptorType, TracebackType
 from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Tuple, Type
 
 import tornado.web
@@ -86,10 +86,16 @@ def init_slotted_state(handler: Any) -> None:
     handlers made in one loop turn, before any of them sets its attributes)
     leaves no room for names set later. Every handler with more names than
     Tornado's own 27 then has a dict of its own, about 1.5 KiB per idle
-    connection. A slot costs 8 bytes.
+    connection. A slot costs 8 bytes. A name a subclass gives a class-level
+    value of its own is left to that value, as before slots.
     """
+    mro = type(handler).__mro__
     for name, default in SLOTTED_STATE:
-        setattr(handler, name, default)
+        for klass in mro:
+            if name in klass.__dict__:
+                if isinstance(klass.__dict__[name], MemberDescriptorType):
+                    setattr(handler, name, default)
+                break
 
 
 class TransportHandlerMixin(_HandlerBase):

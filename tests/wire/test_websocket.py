@@ -7,7 +7,7 @@ import socket
 import pytest
 import tornado.websocket
 
-from tornadio import persistent, testing
+from tornadio import testing
 from tornadio.persistent import WebSocketTransport
 from support.wire import (WAIT, Events, captured_logs, echo_connection, messages, run, serve,
                           tracebacks)
@@ -182,7 +182,8 @@ def test_a_burst_of_idle_sockets_keeps_no_state_of_ours_in_their_instance_dicts(
                 assert messages(await asyncio.wait_for(ws.read_message(), WAIT))[0][1].isalnum()
             handlers = [obj for obj in gc.get_objects()
                         if isinstance(obj, tornado.websocket.WebSocketHandler)]
-            transports = [h for h in handlers if isinstance(h, WebSocketTransport)]
+            transports = [h for h in handlers
+                          if isinstance(h, WebSocketTransport) and h.router is router]
             plains = [h for h in handlers if isinstance(h, PlainEcho)]
             assert len(transports) == burst and len(plains) == burst
             assert all(h.session is not None for h in transports)
@@ -191,8 +192,10 @@ def test_a_burst_of_idle_sockets_keeps_no_state_of_ours_in_their_instance_dicts(
                 assert set(handler.__dict__) <= plain_names
             # What open() returned is held by Tornado for the socket's life: it
             # must not keep a finished coroutine (and its frame) with it.
-            kept = [obj for obj in gc.get_objects() if inspect.iscoroutine(obj)
-                    and obj.cr_code.co_filename == persistent.__file__]
+            methods = {f.__code__ for f in vars(WebSocketTransport).values()
+                       if inspect.isfunction(f)}
+            kept = [obj for obj in gc.get_objects()
+                    if inspect.iscoroutine(obj) and obj.cr_code in methods]
             assert kept == []
             for ws in ours + theirs:
                 ws.close()

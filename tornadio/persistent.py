@@ -1,61 +1,169 @@
-"""Transports over one long-lived socket: websocket (RFC 6455) and flashsocket (hixie-76)."""
+"""Transports over one long-lived socket: websocket (RFC 6455) and flashsocket (hixie-76).
+
+Both are plain ``RequestHandler``s that answer the upgrade, detach the
+stream and speak the framing themselves: RFC 6455 through
+:mod:`tornadio.rfc6455`, hixie-76 here. For websocket that replaced
+Tornado's ``WebSocketHandler``, whose frame reading (two or three awaited
+reads per frame) cost more than the whole Socket.IO layer
+(docs/architecture.rst).
+"""
 import hashlib
 import logging
 import struct
 from datetime import timedelta
-from typing import Any, Awaitable, Coroutine, Generator, Optional, Union
+from typing import Any, Awaitable, List, Optional, Union
 
 import tornado.util
 import tornado.web
-import tornado.websocket
 from tornado import gen, iostream
+from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 
-from tornadio import origins, session as sessions
+from tornadio import origins, rfc6455, session as sessions
 from tornadio.transport import (SLOTTED_STATE, TransportError, TransportHandlerMixin,
                                 init_slotted_state, retrieve_write_error)
 
 log = logging.getLogger("tornadio.persistent")
 
-# Headers of a final text frame with a 16-bit and a 64-bit payload length.
-_FRAME_16 = b"\x81\x7e"
-_FRAME_64 = b"\x81\x7f"
+#: How long the client has to send the 8 key3 bytes after its headers (flashsocket).
+HANDSHAKE_TIMEOUT = 10.0
+#: How long closing waits for the last bytes to leave, or (websocket) for the
+#: client's answering close frame, before it closes the socket anyway.
+CLOSE_FLUSH_TIMEOUT = 5.0
+#: Most bytes one read takes from the socket: every frame in them is parsed at once.
+READ_CHUNK = 65536
+#: The RFC 6455 versions a client may ask for (13 is the RFC; 7 and 8 its drafts).
+_WEBSOCKET_VERSIONS = ("7", "8", "13")
 
 
-class ReleasedOnceRun:
-    """Awaitable once, letting go of its coroutine as the await starts."""
+def close_when_flushed(stream: iostream.IOStream, flushed: "Future[None]",
+                       timeout: float = CLOSE_FLUSH_TIMEOUT) -> None:
+    """Close ``stream`` once ``flushed`` (its last write) resolves, or after ``timeout``."""
+    loop = IOLoop.current()
+    timer = loop.call_later(timeout, stream.close)
 
-    __slots__ = ("coroutine",)
+    def done(future: "Future[None]") -> None:
+        retrieve_write_error(future)
+        loop.remove_timeout(timer)
+        stream.close()
 
-    def __init__(self, coroutine: "Coroutine[Any, Any, None]") -> None:
-        self.coroutine: "Optional[Coroutine[Any, Any, None]]" = coroutine
-
-    def __await__(self) -> "Generator[Any, None, None]":
-        coroutine, self.coroutine = self.coroutine, None
-        if coroutine is None:
-            raise RuntimeError("awaited twice")
-        return coroutine.__await__()
+    flushed.add_done_callback(done)
 
 
-class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandler):
-    """Native browser WebSocket; one text message carries one payload."""
+def _tokens(value: str) -> List[str]:
+    return [token.strip().lower() for token in value.split(",")]
+
+
+class DetachedSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
+    """What both socket transports do with the stream they detached after the upgrade.
+
+    Subclasses provide ``stream`` and ``closing`` (True once the close began).
+    """
+
+    __slots__ = ()
+    stream: Optional[iostream.IOStream]
+    closing: bool
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one frame, bounded by ``max_queue_bytes``; a gone client closes the session."""
+        stream = self.stream
+        if stream is None or self.closing:
+            return
+        if stream.closed():
+            self.client_gone()
+            return
+        if not self.room_for(len(frame)):
+            return
+        try:
+            self.track_write(stream.write(frame), len(frame))
+        except iostream.StreamClosedError:
+            self.client_gone()
+
+    def client_gone(self) -> None:
+        if self.session is not None:
+            self.session.close(sessions.REASON_CLIENT)
+
+    def close_stream(self) -> None:
+        """Close the socket at once, without a closing handshake."""
+        self.closing = True
+        if self.stream is not None and not self.stream.closed():
+            self.stream.close()
+
+    def drop_client(self) -> None:
+        self.close_stream()
+
+
+class WebSocketTransport(DetachedSocketTransport):
+    """Native browser WebSocket; one text message carries one payload.
+
+    ``get()`` answers the RFC 6455 upgrade with Tornado's own response
+    machinery (so the 101 is logged like any answer), detaches the stream and
+    returns the coroutine that serves it for the connection's life.
+    """
 
     name = "websocket"
-    # Kept out of the instance dict, which then holds only Tornado's names.
-    __slots__ = tuple(name for name, _ in SLOTTED_STATE)
+    # Kept out of the instance dict: an idle connection's handler then holds
+    # only RequestHandler's own names there.
+    __slots__ = tuple(name for name, _ in SLOTTED_STATE) + (
+        "stream", "closing", "client_closed", "close_code", "close_reason", "_close_timer")
 
     def initialize(self, router: Any) -> None:
         init_slotted_state(self)
+        self.stream: Optional[iostream.IOStream] = None
+        #: True once our close frame is sent (or the socket is being dropped).
+        self.closing = False
+        #: True once the client's close frame arrived.
+        self.client_closed = False
+        #: The client's close code and reason, as ``WebSocketHandler`` had them.
+        self.close_code: Optional[int] = None
+        self.close_reason: Optional[str] = None
+        self._close_timer: Optional[object] = None
         super().initialize(router)
 
-    def get(self, resource: Any = None, extra: Optional[str] = None,  # type: ignore[override]
-            protocol: Any = None, rest: Optional[str] = None) -> Awaitable[None]:
+    # -- the upgrade -----------------------------------------------------------------
+    def get(self, resource: Any = None, extra: Optional[str] = None,
+            protocol: Any = None, rest: Optional[str] = None) -> Optional[Awaitable[None]]:
         # Checked before the upgrade, while a 503 can still be answered.
         self.check_capacity()
         self.take_route(extra)
-        # The 0.6 client never puts a session id in the WebSocket URL. Returned,
-        # not awaited: no frame of ours stays alive for the connection's life.
-        return super().get()
+        # The 0.6 client never puts a session id in the WebSocket URL.
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            raise TransportError(400, 'Can "Upgrade" only to "WebSocket".')
+        if "upgrade" not in _tokens(headers.get("Connection", "")):
+            raise TransportError(400, '"Connection" must be "Upgrade".')
+        origin = headers.get("Origin", headers.get("Sec-Websocket-Origin"))
+        if origin is not None and not self.check_origin(origin):
+            raise TransportError(403, self.fail_reason or "Cross origin websockets not allowed")
+        if headers.get("Sec-WebSocket-Version") not in _WEBSOCKET_VERSIONS:
+            # Not an error answer: send_error() would drop the header that says
+            # which versions are spoken (RFC 6455 §4.4).
+            self.fail_reason = "unsupported Sec-WebSocket-Version"
+            self.set_status(426)
+            self.set_header("Sec-WebSocket-Version", ", ".join(reversed(_WEBSOCKET_VERSIONS)))
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(self.fail_reason)
+            return None
+        key = headers.get("Sec-WebSocket-Key", "").strip()
+        if not key:
+            raise TransportError(400, "Missing/Invalid WebSocket headers")
+        self.set_status(101)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.set_header("Sec-WebSocket-Accept", rfc6455.accept_key(key))
+        self.finish()
+        self.stream = stream = self.detach()
+        stream.set_close_callback(self._stream_closed)
+        # Returned, not awaited: one frame of ours stays alive per connection.
+        return self._serve(stream)
+
+    def check_origin(self, origin: str) -> bool:
+        """Whether a WebSocket from ``origin`` is allowed (``allowed_origins``)."""
+        allowed: bool = origins.check(self.socket_settings["allowed_origins"], origin,
+                                      self.request, self.name)
+        if not allowed:
+            self.fail_reason = origins.REFUSED
+        return allowed
 
     def on_finish(self) -> None:
         # Nothing reads ``answered`` once the upgrade is answered.
@@ -67,93 +175,138 @@ class WebSocketTransport(TransportHandlerMixin, tornado.websocket.WebSocketHandl
     def options(self, *args: Any, **kwargs: Any) -> None:
         raise TransportError(405, "websocket takes no OPTIONS")
 
-    def check_origin(self, origin: str) -> bool:
-        allowed: bool = origins.check(self.socket_settings["allowed_origins"], origin,
-                                      self.request, self.name)
-        if not allowed:
-            self.fail_reason = origins.REFUSED
-        return allowed
-
-    @property
-    def max_message_size(self) -> int:
-        limit: int = self.socket_settings["max_websocket_message"]
-        return limit
-
-    def open(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
-        # Tornado keeps what open() returns for the connection's life: a
-        # finished coroutine would stay with every idle connection.
-        return ReleasedOnceRun(self.start_session())
-
-    async def start_session(self) -> None:
-        """Make the session, run ``on_open``, then attach (the body of ``open``)."""
+    # -- the connection's life ---------------------------------------------------------
+    async def _serve(self, stream: iostream.IOStream) -> None:
+        """Open the session, then read the client's frames until the socket closes."""
         try:
             session = self.create_session()
         except TransportError as exc:
             self.fail_reason = exc.detail
+            log.info("websocket from %s refused: %s", self.request.remote_ip, exc.detail)
             self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
             return
         self.session = session
-        if not await self.open_session(session):
-            refused = session.close_reason == sessions.REASON_REFUSED
-            self.close(1008 if refused else 1001, "refused" if refused else session.close_reason)
+        try:
+            if not await self.open_session(session):
+                refused = session.close_reason == sessions.REASON_REFUSED
+                self.close(1008 if refused else 1001,
+                           "refused" if refused else session.close_reason or "")
+                return
+            if stream.closed():
+                session.close(sessions.REASON_CLIENT)
+                return
+            # Payloads are small and already batched per loop turn: Nagle would
+            # only add delayed-ACK stalls (40 ms) to every round trip.
+            stream.set_nodelay(True)
+            session.attach(self)
+            session.start_heartbeats()
+            await self._read_frames(session, stream)
+        except iostream.StreamClosedError:
+            session.close(sessions.REASON_CLIENT)
+        except Exception:
+            log.exception("session %s (%s): transport error", sessions.short_id(session.id),
+                          self.name)
+            session.close(sessions.REASON_SERVER)
+            self.close_stream()
+
+    async def _read_frames(self, session: sessions.Session, stream: iostream.IOStream) -> None:
+        limit = self.socket_settings["max_websocket_message"]
+        reader = rfc6455.FrameReader(limit or None)
+        while True:
+            data = await stream.read_bytes(READ_CHUNK, partial=True)
+            try:
+                frames = reader.feed(data)
+            except rfc6455.ProtocolViolation as exc:
+                self.violated(session, exc)
+                return
+            for opcode, payload in frames:
+                if opcode == rfc6455.OP_TEXT:
+                    if session.is_closed:
+                        continue  # closing: only the client's close frame matters now
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self.violated(session, rfc6455.ProtocolViolation(
+                            rfc6455.CLOSE_INVALID_DATA, "text message is not valid UTF-8"))
+                        return
+                    # A future: the session is still busy with a coroutine on_message.
+                    waiter = self.receive_or_refuse(session, text)
+                    if waiter is not None:
+                        await waiter
+                elif opcode == rfc6455.OP_CLOSE:
+                    self.client_closing(session, payload)
+                    return
+                elif opcode == rfc6455.OP_PING:
+                    if not self.closing:
+                        stream.write(rfc6455.pong_frame(payload)).add_done_callback(
+                            retrieve_write_error)
+                elif opcode == rfc6455.OP_BINARY:
+                    if not session.is_closed:
+                        self.refuse(session, "binary WebSocket message")
+                # A pong needs nothing: liveness is the Socket.IO heartbeat's job.
+
+    def client_closing(self, session: sessions.Session, payload: bytes) -> None:
+        """The client's close frame: answer it (unless ours went first), then close."""
+        self.client_closed = True
+        try:
+            self.close_code, self.close_reason = rfc6455.parse_close(payload)
+        except rfc6455.ProtocolViolation as exc:
+            self.violated(session, exc)
             return
-        # Payloads are small and already batched per loop turn: Nagle would only
-        # add delayed-ACK stalls (40 ms) to every round trip.
-        self.set_nodelay(True)
-        session.attach(self)
-        session.start_heartbeats()
+        self.close(self.close_code)  # echoing its code; the session's end() is then a no-op
+        session.close(sessions.REASON_CLIENT)
 
-    def on_message(self, message: Union[str, bytes]) -> "Optional[Any]":
-        session = self.session
-        if session is None or session.is_closed:
-            return None
-        if isinstance(message, bytes):
-            self.refuse(session, "binary WebSocket message")
-            return None
-        # A returned future makes Tornado hold further frames until it resolves.
-        return self.receive_or_refuse(session, message)
+    def violated(self, session: sessions.Session, exc: rfc6455.ProtocolViolation) -> None:
+        """A frame broke RFC 6455: close with its code and one log line."""
+        self.close(exc.code, exc.reason)
+        if session.is_closed:
+            self.close_stream()
+        else:
+            self.refuse(session, exc.reason)
 
-    def on_close(self) -> None:
+    def _stream_closed(self) -> None:
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            IOLoop.current().remove_timeout(timer)
         if self.session is not None:
             self.session.close(sessions.REASON_CLIENT)
 
-    # -- sink -----------------------------------------------------------------
-    def write_payload(self, payload: str) -> None:
-        if not payload or not self.room_for(len(payload)):
+    # -- closing -----------------------------------------------------------------------
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """Start the closing handshake (as ``WebSocketHandler.close``).
+
+        Sends our close frame (``code`` and ``reason`` when given), then closes
+        the socket once the client answers, or after CLOSE_FLUSH_TIMEOUT; at
+        once (after the frame left) when the client closed first.
+        """
+        stream = self.stream
+        if self.closing or stream is None:
             return
-        connection = self.ws_connection
-        if connection is None or connection.is_closing() or connection.stream is None:
-            self.on_close()
+        self.closing = True
+        if stream.closed():
             return
-        data = payload.encode("utf-8")
-        # One unmasked text frame (RFC 6455 §5.2) straight to the stream: what
-        # write_message writes, without the task it wraps every write in.
-        # Uncompressed (RSV1 clear) is valid whatever extensions were agreed.
-        size = len(data)
-        if size < 126:
-            frame = bytes((0x81, size)) + data
-        elif size < 0x10000:
-            frame = _FRAME_16 + size.to_bytes(2, "big") + data
-        else:
-            frame = _FRAME_64 + size.to_bytes(8, "big") + data
+        if code is None and reason:
+            code = 1000
         try:
-            self.track_write(connection.stream.write(frame), len(frame))
+            flushed = stream.write(rfc6455.close_frame(code, reason or ""))
         except iostream.StreamClosedError:
-            self.on_close()
+            return
+        if self.client_closed:
+            close_when_flushed(stream, flushed)
+        else:
+            flushed.add_done_callback(retrieve_write_error)
+            self._close_timer = IOLoop.current().call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
+
+    # -- sink -------------------------------------------------------------------------
+    def write_payload(self, payload: str) -> None:
+        if payload:
+            self.send_frame(rfc6455.text_frame(payload.encode("utf-8")))
 
     def end(self) -> None:
         self.close()
 
-    def drop_client(self) -> None:
-        self.close()
-
 
 # -- flashsocket (hixie-76) ----------------------------------------------------
-
-#: How long the client has to send the 8 key3 bytes after its headers.
-HANDSHAKE_TIMEOUT = 10.0
-#: How long ``end()`` waits for the last bytes to leave before closing anyway.
-CLOSE_FLUSH_TIMEOUT = 5.0
 
 _HIXIE_FRAME_START = b"\x00"
 _HIXIE_FRAME_END = b"\xff"
@@ -205,7 +358,7 @@ def _header_value_ok(value: str) -> bool:
     return bool(value) and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
 
 
-class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
+class FlashSocketTransport(DetachedSocketTransport):
     """The Flash web-socket-js polyfill: hixie-76 handshake and 0x00…0xFF frames.
 
     Tornado's ``WebSocketHandler`` only speaks RFC 6455, so the request's stream
@@ -263,7 +416,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
                           sessions.short_id(session.id) if session else "-", self.name)
             if session is not None:
                 session.close(sessions.REASON_SERVER)
-            self._close_stream()
+            self.close_stream()
 
     async def _run(self, key1: str, key2: str, origin: str, host: str, request: Any) -> None:
         self.stream = stream = self.detach()
@@ -274,7 +427,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
                                           quiet_exceptions=iostream.StreamClosedError)
         except (tornado.util.TimeoutError, iostream.StreamClosedError):
             log.info("flashsocket handshake from %s: no key3 bytes", request.remote_ip)
-            self._close_stream()
+            self.close_stream()
             return
         try:
             session = self.session = self.create_session()
@@ -282,7 +435,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             # Full meanwhile: the upgrade is refused over the raw stream.
             self.fail_reason = exc.detail
             log.info("flashsocket handshake from %s refused: %s", request.remote_ip, exc.detail)
-            self._close_stream()
+            self.close_stream()
             return
         scheme = "wss" if request.protocol == "https" else "ws"
         response = ("HTTP/1.1 101 WebSocket Protocol Handshake\r\n"
@@ -299,7 +452,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
             session.close(sessions.REASON_CLIENT)
             return
         if not await self.open_session(session):
-            self._close_stream()
+            self.close_stream()
             return
         if stream.closed():
             session.close(sessions.REASON_CLIENT)
@@ -344,7 +497,7 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
                     # The client's closing handshake: end() answers it with
                     # 0xFF 0x00 and closes the stream once that is sent.
                     if session.is_closed:
-                        self._close_stream()
+                        self.close_stream()
                     else:
                         session.close(sessions.REASON_CLIENT)
                     return
@@ -362,23 +515,8 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
 
     # -- sink ---------------------------------------------------------------------
     def write_payload(self, payload: str) -> None:
-        stream = self.stream
-        if not payload or stream is None or self.closing:
-            return
-        if stream.closed():
-            self._client_gone()
-            return
-        frame = _HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END
-        if not self.room_for(len(frame)):
-            return
-        try:
-            self.track_write(stream.write(frame), len(frame))
-        except iostream.StreamClosedError:
-            self._client_gone()
-
-    def _client_gone(self) -> None:
-        if self.session is not None:
-            self.session.close(sessions.REASON_CLIENT)
+        if payload:
+            self.send_frame(_HIXIE_FRAME_START + payload.encode("utf-8") + _HIXIE_FRAME_END)
 
     def end(self) -> None:
         """Send the closing frame, then close once it (and all before it) left."""
@@ -393,20 +531,4 @@ class FlashSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
         except iostream.StreamClosedError:
             stream.close()
             return
-        loop = IOLoop.current()
-        timer = loop.call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
-
-        def done(future: Any) -> None:
-            retrieve_write_error(future)
-            loop.remove_timeout(timer)
-            stream.close()
-
-        flushed.add_done_callback(done)
-
-    def drop_client(self) -> None:
-        self._close_stream()
-
-    def _close_stream(self) -> None:
-        self.closing = True
-        if self.stream is not None and not self.stream.closed():
-            self.stream.close()
+        close_when_flushed(stream, flushed)

@@ -5,6 +5,7 @@ import inspect
 import socket
 
 import pytest
+import tornado.web
 import tornado.websocket
 
 from tornadio import testing
@@ -181,7 +182,7 @@ def test_a_burst_of_idle_sockets_keeps_no_state_of_ours_in_their_instance_dicts(
             for ws in ours:  # each session is open once its id arrived
                 assert messages(await asyncio.wait_for(ws.read_message(), WAIT))[0][1].isalnum()
             handlers = [obj for obj in gc.get_objects()
-                        if isinstance(obj, tornado.websocket.WebSocketHandler)]
+                        if isinstance(obj, tornado.web.RequestHandler)]
             transports = [h for h in handlers
                           if isinstance(h, WebSocketTransport) and h.router is router]
             plains = [h for h in handlers if isinstance(h, PlainEcho)]
@@ -190,13 +191,115 @@ def test_a_burst_of_idle_sockets_keeps_no_state_of_ours_in_their_instance_dicts(
             plain_names = set(plains[0].__dict__)
             for handler in transports:
                 assert set(handler.__dict__) <= plain_names
-            # What open() returned is held by Tornado for the socket's life: it
-            # must not keep a finished coroutine (and its frame) with it.
+            # One coroutine of ours serves each socket; none that finished (the
+            # upgrade, on_open) may stay referenced with its frame.
             methods = {f.__code__ for f in vars(WebSocketTransport).values()
                        if inspect.isfunction(f)}
-            kept = [obj for obj in gc.get_objects()
-                    if inspect.iscoroutine(obj) and obj.cr_code in methods]
-            assert kept == []
+            ours_running = [obj for obj in gc.get_objects()
+                            if inspect.iscoroutine(obj) and obj.cr_code in methods]
+            assert all(inspect.getcoroutinestate(c) != inspect.CORO_CLOSED for c in ours_running)
             for ws in ours + theirs:
                 ws.close()
     run(body())
+
+
+# -- RFC 6455 at the byte level: what a browser (or a broken client) may send ---------
+
+def _client_frame(opcode, data, fin=True, masked=True):
+    mask = b"\x01\x02\x03\x04"
+    head = bytes(((0x80 if fin else 0) | opcode, (0x80 if masked else 0) | len(data)))
+    if not masked:
+        return head + data
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+async def _raw_upgrade(base, version="13", key="dGhlIHNhbXBsZSBub25jZQ=="):
+    """A raw RFC 6455 upgrade: (reader, writer, status line, response head)."""
+    host, port = base.rsplit("/", 1)[1].rsplit(":", 1)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), WAIT)
+    lines = ["GET /socket.io/websocket HTTP/1.1", "Host: %s:%s" % (host, port),
+             "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: " + version]
+    if key:
+        lines.append("Sec-WebSocket-Key: " + key)
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)).decode("latin-1")
+    return reader, writer, head.split("\r\n", 1)[0], head
+
+
+async def _server_frame(reader):
+    """(opcode, payload) of the next server frame; servers never mask."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), WAIT)
+    assert not second & 0x80
+    size = second & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await asyncio.wait_for(reader.readexactly(size), WAIT)
+
+
+def test_raw_upgrade_ping_fragments_and_the_closing_handshake():
+    events = Events()
+
+    async def body():
+        async with serve(echo_connection(events)) as (base, _):
+            reader, writer, status, head = await _raw_upgrade(base)
+            assert status == "HTTP/1.1 101 Switching Protocols"
+            assert "sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in head.lower()
+            opcode, sid = await _server_frame(reader)
+            assert opcode == 1 and sid.startswith(b"~m~32~m~")
+            writer.write(_client_frame(0x9, b"are you there"))
+            assert await _server_frame(reader) == (0xA, b"are you there")
+            # One payload in three frames, a ping between them.
+            writer.write(_client_frame(0x1, b"~m~5~m", fin=False) + _client_frame(0x9, b"") +
+                         _client_frame(0x0, b"~he", fin=False) + _client_frame(0x0, b"llo"))
+            assert await _server_frame(reader) == (0xA, b"")
+            assert await _server_frame(reader) == (0x1, b"~m~5~m~hello")
+            writer.write(_client_frame(0x8, (1000).to_bytes(2, "big") + b"bye"))
+            assert await _server_frame(reader) == (0x8, (1000).to_bytes(2, "big"))
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""  # then the TCP close
+            await events.wait_for(lambda: events.closed)
+            writer.close()
+    run(body())
+    assert events.messages == ["hello"] and len(events.closed) == 1
+
+
+@pytest.mark.parametrize("frame, code", [
+    (_client_frame(0x1, b"~m~1~m~x", masked=False), 1002),
+    (bytes((0xC1, 0x80 | 8)) + b"\0\0\0\0~m~1~m~x", 1002),  # RSV1 without an extension
+    (_client_frame(0x3, b"x"), 1002),
+    (_client_frame(0x1, b"~m~2~m~\xff\xfe"), 1007),
+])
+def test_a_frame_breaking_rfc6455_closes_with_its_code_and_one_line(frame, code):
+    events = Events()
+
+    async def body():
+        with captured_logs() as records:
+            async with serve(echo_connection(events)) as (base, _):
+                reader, writer, status, _head = await _raw_upgrade(base)
+                await _server_frame(reader)  # the id
+                writer.write(frame)
+                opcode, payload = await _server_frame(reader)
+                assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code
+                await events.wait_for(lambda: events.closed)
+                writer.close()
+        assert not tracebacks(records)
+        assert len([r for r in records if "closing on bad input" in r.getMessage()]) == 1
+    run(body())
+    assert events.messages == []
+
+
+@pytest.mark.parametrize("version, key, status", [("9", "abc", 426), ("13", "", 400)])
+def test_a_bad_upgrade_is_answered_before_any_session(version, key, status):
+    events = Events()
+
+    async def body():
+        async with serve(echo_connection(events)) as (base, router):
+            reader, writer, line, head = await _raw_upgrade(base, version=version, key=key)
+            assert line.split()[1] == str(status)
+            if status == 426:
+                assert "sec-websocket-version: 13, 8, 7" in head.lower()
+            assert len(router.sessions()) == 0
+            writer.close()
+    run(body())
+    assert events.opened == []

@@ -116,6 +116,29 @@ def test_violations_name_their_close_code(frames, code):
     assert caught.value.code == code and caught.value.reason
 
 
+def test_a_message_in_too_many_fragments_is_refused_even_when_they_are_empty():
+    reader = rfc6455.FrameReader(1 << 20)
+    stream = client_frame(1, b"", fin=False) + client_frame(0, b"", fin=False) * (
+        rfc6455.MAX_FRAGMENTS + 5)
+    with pytest.raises(rfc6455.ProtocolViolation) as caught:
+        reader.feed(stream)
+    assert caught.value.code == 1009
+
+
+def test_a_64_bit_length_with_its_top_bit_set_is_a_violation_even_without_a_limit():
+    header = bytes((0x81, 0x80 | 127)) + (1 << 63).to_bytes(8, "big") + b"\0\0\0\0"
+    with pytest.raises(rfc6455.ProtocolViolation) as caught:
+        rfc6455.FrameReader(None).feed(header)
+    assert caught.value.code == 1002
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2000, 5000])
+def test_close_codes_no_endpoint_may_send_are_violations(code):
+    with pytest.raises(rfc6455.ProtocolViolation) as caught:
+        rfc6455.parse_close(code.to_bytes(2, "big"))
+    assert caught.value.code == 1002
+
+
 def test_an_oversized_frame_is_refused_from_its_header_alone():
     header = client_frame(1, b"x" * 70000)[:14]  # 2 + 8 length bytes + mask, no payload
     with pytest.raises(rfc6455.ProtocolViolation) as caught:

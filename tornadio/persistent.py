@@ -7,6 +7,7 @@ Tornado's ``WebSocketHandler``, whose frame reading (two or three awaited
 reads per frame) cost more than the whole Socket.IO layer
 (docs/architecture.rst).
 """
+import asyncio
 import hashlib
 import logging
 import struct
@@ -32,6 +33,8 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_FLUSH_TIMEOUT = 5.0
 #: Most bytes one read takes from the socket: every frame in them is parsed at once.
 READ_CHUNK = 65536
+#: A read of many text frames lets the loop run others after this many.
+_YIELD_EVERY = 256
 #: The RFC 6455 versions a client may ask for (13 is the RFC; 7 and 8 its drafts).
 _WEBSOCKET_VERSIONS = ("7", "8", "13")
 
@@ -178,38 +181,48 @@ class WebSocketTransport(DetachedSocketTransport):
     # -- the connection's life ---------------------------------------------------------
     async def _serve(self, stream: iostream.IOStream) -> None:
         """Open the session, then read the client's frames until the socket closes."""
+        session: Optional[sessions.Session] = None
         try:
-            session = self.create_session()
-        except TransportError as exc:
-            self.fail_reason = exc.detail
-            log.info("websocket from %s refused: %s", self.request.remote_ip, exc.detail)
-            self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
-            return
-        self.session = session
-        try:
-            if not await self.open_session(session):
-                refused = session.close_reason == sessions.REASON_REFUSED
-                self.close(1008 if refused else 1001,
-                           "refused" if refused else session.close_reason or "")
-                return
-            if stream.closed():
-                session.close(sessions.REASON_CLIENT)
-                return
-            # Payloads are small and already batched per loop turn: Nagle would
-            # only add delayed-ACK stalls (40 ms) to every round trip.
-            stream.set_nodelay(True)
-            session.attach(self)
-            session.start_heartbeats()
+            try:
+                session = self.session = self.create_session()
+            except TransportError as exc:
+                self.fail_reason = exc.detail
+                log.info("websocket from %s refused: %s", self.request.remote_ip, exc.detail)
+                self.close(1013 if exc.status_code == 503 else 1011, exc.detail)
+            else:
+                if not await self.open_session(session):
+                    refused = session.close_reason == sessions.REASON_REFUSED
+                    self.close(1008 if refused else 1001,
+                               "refused" if refused else session.close_reason or "")
+                elif stream.closed():
+                    session.close(sessions.REASON_CLIENT)
+                    return
+                else:
+                    # Payloads are small and already batched per loop turn: Nagle
+                    # would only add delayed-ACK stalls (40 ms) to every round trip.
+                    stream.set_nodelay(True)
+                    session.attach(self)
+                    session.start_heartbeats()
+            # Refused or not, read on: a refused client's answering close frame
+            # is what lets the socket close at once (RFC 6455 §7.1.1).
             await self._read_frames(session, stream)
         except iostream.StreamClosedError:
-            session.close(sessions.REASON_CLIENT)
+            if session is not None:
+                session.close(sessions.REASON_CLIENT)
         except Exception:
-            log.exception("session %s (%s): transport error", sessions.short_id(session.id),
-                          self.name)
-            session.close(sessions.REASON_SERVER)
+            log.exception("session %s (%s): transport error",
+                          sessions.short_id(session.id) if session else "-", self.name)
+            if session is not None:
+                session.close(sessions.REASON_SERVER)
             self.close_stream()
 
-    async def _read_frames(self, session: sessions.Session, stream: iostream.IOStream) -> None:
+    async def _read_frames(self, session: Optional[sessions.Session],
+                           stream: iostream.IOStream) -> None:
+        """Hand text messages to ``session`` until the closing handshake ends.
+
+        ``session`` is None, or closed, once we are closing: then only the
+        client's close frame matters.
+        """
         limit = self.socket_settings["max_websocket_message"]
         reader = rfc6455.FrameReader(limit or None)
         while True:
@@ -219,10 +232,11 @@ class WebSocketTransport(DetachedSocketTransport):
             except rfc6455.ProtocolViolation as exc:
                 self.violated(session, exc)
                 return
-            for opcode, payload in frames:
+            ping: Optional[bytes] = None
+            for number, (opcode, payload) in enumerate(frames, 1):
                 if opcode == rfc6455.OP_TEXT:
-                    if session.is_closed:
-                        continue  # closing: only the client's close frame matters now
+                    if session is None or session.is_closed:
+                        continue
                     try:
                         text = payload.decode("utf-8")
                     except UnicodeDecodeError:
@@ -233,19 +247,21 @@ class WebSocketTransport(DetachedSocketTransport):
                     waiter = self.receive_or_refuse(session, text)
                     if waiter is not None:
                         await waiter
+                    elif not number % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # a read of many frames: let others run
                 elif opcode == rfc6455.OP_CLOSE:
                     self.client_closing(session, payload)
                     return
                 elif opcode == rfc6455.OP_PING:
-                    if not self.closing:
-                        stream.write(rfc6455.pong_frame(payload)).add_done_callback(
-                            retrieve_write_error)
+                    ping = payload  # only the last of a read is answered (§5.5.3)
                 elif opcode == rfc6455.OP_BINARY:
-                    if not session.is_closed:
+                    if session is not None and not session.is_closed:
                         self.refuse(session, "binary WebSocket message")
                 # A pong needs nothing: liveness is the Socket.IO heartbeat's job.
+            if ping is not None:
+                self.send_frame(rfc6455.pong_frame(ping))
 
-    def client_closing(self, session: sessions.Session, payload: bytes) -> None:
+    def client_closing(self, session: Optional[sessions.Session], payload: bytes) -> None:
         """The client's close frame: answer it (unless ours went first), then close."""
         self.client_closed = True
         try:
@@ -253,16 +269,34 @@ class WebSocketTransport(DetachedSocketTransport):
         except rfc6455.ProtocolViolation as exc:
             self.violated(session, exc)
             return
-        self.close(self.close_code)  # echoing its code; the session's end() is then a no-op
-        session.close(sessions.REASON_CLIENT)
-
-    def violated(self, session: sessions.Session, exc: rfc6455.ProtocolViolation) -> None:
-        """A frame broke RFC 6455: close with its code and one log line."""
-        self.close(exc.code, exc.reason)
-        if session.is_closed:
-            self.close_stream()
+        if self.closing:
+            self.close_after_flush()  # it answered ours: the handshake is complete
         else:
+            self.close(self.close_code)  # echoing its code; the session's end() is then a no-op
+        if session is not None:
+            session.close(sessions.REASON_CLIENT)
+
+    def violated(self, session: Optional[sessions.Session],
+                 exc: rfc6455.ProtocolViolation) -> None:
+        """A frame broke RFC 6455: close with its code and one log line, without
+        waiting for an answer from a client that does not speak the protocol."""
+        self.close(exc.code, exc.reason)
+        self.close_after_flush()
+        if session is not None and not session.is_closed:
             self.refuse(session, exc.reason)
+
+    def close_after_flush(self) -> None:
+        """Close the socket once what was written to it has left (bounded)."""
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            IOLoop.current().remove_timeout(timer)
+        stream = self.stream
+        if stream is None or stream.closed():
+            return
+        try:
+            close_when_flushed(stream, stream.write(b""))
+        except iostream.StreamClosedError:
+            pass
 
     def _stream_closed(self) -> None:
         timer, self._close_timer = self._close_timer, None

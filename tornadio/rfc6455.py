@@ -27,6 +27,10 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
+#: Most frames one message may come in. Browsers send a message as one frame;
+#: the bound keeps a stream of empty continuations from costing unbounded work.
+MAX_FRAGMENTS = 1024
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _DATA_OPCODES = (OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
@@ -84,6 +88,11 @@ def close_frame(code: Optional[int] = None, reason: str = "") -> bytes:
     return _frame(OP_CLOSE, struct.pack(">H", code) + text.decode("utf-8", "ignore").encode())
 
 
+def _sendable_close_code(code: int) -> bool:
+    """Codes an endpoint may put in a close frame (§7.4): not 1004-1006, 1015, < 1000."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def parse_close(data: bytes) -> Tuple[Optional[int], str]:
     """(code, reason) of a close frame's payload; ProtocolViolation when malformed."""
     if not data:
@@ -91,6 +100,8 @@ def parse_close(data: bytes) -> Tuple[Optional[int], str]:
     if len(data) == 1:
         raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close frame of 1 byte")
     code = struct.unpack(">H", data[:2])[0]
+    if not _sendable_close_code(code):
+        raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close code %d may not be sent" % code)
     try:
         reason = data[2:].decode("utf-8")
     except UnicodeDecodeError:
@@ -109,7 +120,7 @@ class FrameReader:
     """
 
     __slots__ = ("max_message", "_buffer", "_wanted", "_fragments", "_fragment_opcode",
-                 "_fragment_size")
+                 "_fragment_frames")
 
     def __init__(self, max_message: Optional[int] = None) -> None:
         self.max_message = max_message
@@ -117,9 +128,10 @@ class FrameReader:
         #: Bytes the buffered frame needs before parsing is worth trying again:
         #: a large frame arriving in many reads is copied once, not once per read.
         self._wanted = 0
-        self._fragments: Optional[List[bytes]] = None
+        #: The message being reassembled (None: none), its opcode and frame count.
+        self._fragments: Optional[bytearray] = None
         self._fragment_opcode = 0
-        self._fragment_size = 0
+        self._fragment_frames = 0
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
         """The messages completed by ``data``; raises ProtocolViolation."""
@@ -145,6 +157,8 @@ class FrameReader:
                     wanted = 2 + extra
                     break
                 length = int.from_bytes(view[head:head + extra], "big")
+                if length >> 63:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "64-bit length with its top bit set")
                 head += extra
             opcode = first & 0x0F
             fin = first & 0x80
@@ -161,7 +175,13 @@ class FrameReader:
                 if opcode != OP_CONTINUATION and self._fragments is not None:
                     raise ProtocolViolation(CLOSE_PROTOCOL_ERROR,
                                             "new message inside a fragmented one")
-                whole = length + (self._fragment_size if opcode == OP_CONTINUATION else 0)
+                whole = length
+                if opcode == OP_CONTINUATION:
+                    assert self._fragments is not None
+                    whole += len(self._fragments)
+                    if self._fragment_frames >= MAX_FRAGMENTS:
+                        raise ProtocolViolation(CLOSE_TOO_BIG,
+                                                "message in more than %d frames" % MAX_FRAGMENTS)
                 if limit is not None and whole > limit:
                     raise ProtocolViolation(CLOSE_TOO_BIG,
                                             "message over %d bytes (max_websocket_message)" % limit)
@@ -178,17 +198,17 @@ class FrameReader:
             elif opcode != OP_CONTINUATION and fin:
                 messages.append((opcode, payload))
             elif opcode != OP_CONTINUATION:
-                self._fragments = [payload]
+                self._fragments = bytearray(payload)
                 self._fragment_opcode = opcode
-                self._fragment_size = length
+                self._fragment_frames = 1
             else:
                 assert self._fragments is not None
-                self._fragments.append(payload)
-                self._fragment_size += length
+                self._fragments += payload
+                self._fragment_frames += 1
                 if fin:
-                    messages.append((self._fragment_opcode, b"".join(self._fragments)))
+                    messages.append((self._fragment_opcode, bytes(self._fragments)))
                     self._fragments = None
-                    self._fragment_size = 0
+                    self._fragment_frames = 0
         if pos == size:
             if buffer:
                 buffer.clear()

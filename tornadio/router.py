@@ -4,8 +4,8 @@ A :class:`Router` holds the settings, the session container, the broadcaster,
 the statistics, the shutdown state and the transport table. ``route()`` gives
 Tornado one URL rule whose target is a list of rules, one per transport, so
 Tornado itself hands each request to its transport's own handler class with
-the router as the handler's argument: HTTP transports run on plain
-``RequestHandler`` classes, websocket on ``WebSocketHandler``.
+the router as the handler's argument: every transport runs on a plain
+``RequestHandler`` class (websocket speaks RFC 6455 itself, tornadio.rfc6455).
 """
 import logging
 import numbers

@@ -18,7 +18,7 @@ from tornadio import proto, session as sessions
 if TYPE_CHECKING:
     from tornadio.router import Router
 
-    # The mixin is only ever mixed into a RequestHandler (or WebSocketHandler):
+    # The mixin is only ever mixed into a RequestHandler:
     # the type checker sees it as one, at run time it stays a plain class.
     _HandlerBase = tornado.web.RequestHandler
 else:

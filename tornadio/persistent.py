@@ -33,7 +33,7 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_FLUSH_TIMEOUT = 5.0
 #: Most bytes one read takes from the socket: every frame in them is parsed at once.
 READ_CHUNK = 65536
-#: A read of many text frames lets the loop run others after this many.
+#: Frames (or 4 KiB reads) after which a busy socket lets the loop run others.
 _YIELD_EVERY = 256
 #: The RFC 6455 versions a client may ask for (13 is the RFC; 7 and 8 its drafts).
 _WEBSOCKET_VERSIONS = ("7", "8", "13")
@@ -225,15 +225,24 @@ class WebSocketTransport(DetachedSocketTransport):
         """
         limit = self.socket_settings["max_websocket_message"]
         reader = rfc6455.FrameReader(limit or None)
+        # A read returns at once while the client keeps the socket full, so the
+        # loop gets a turn whenever this runs out: one per frame, one per 4 KiB read.
+        budget = _YIELD_EVERY
         while True:
             data = await stream.read_bytes(READ_CHUNK, partial=True)
+            violation: Optional[rfc6455.ProtocolViolation] = None
             try:
                 frames = reader.feed(data)
             except rfc6455.ProtocolViolation as exc:
-                self.violated(session, exc)
-                return
+                violation, frames = exc, exc.messages  # the frames before it count
+            budget -= 1 + (len(data) >> 12)
+            data = b""  # an idle connection keeps no copy of its last read
             ping: Optional[bytes] = None
-            for number, (opcode, payload) in enumerate(frames, 1):
+            for opcode, payload in frames:
+                budget -= 1
+                if budget <= 0:
+                    budget = _YIELD_EVERY
+                    await asyncio.sleep(0)
                 if opcode == rfc6455.OP_TEXT:
                     if session is None or session.is_closed:
                         continue
@@ -245,10 +254,10 @@ class WebSocketTransport(DetachedSocketTransport):
                         return
                     # A future: the session is still busy with a coroutine on_message.
                     waiter = self.receive_or_refuse(session, text)
+                    text = ""
                     if waiter is not None:
                         await waiter
-                    elif not number % _YIELD_EVERY:
-                        await asyncio.sleep(0)  # a read of many frames: let others run
+                        budget = _YIELD_EVERY
                 elif opcode == rfc6455.OP_CLOSE:
                     self.client_closing(session, payload)
                     return
@@ -258,6 +267,11 @@ class WebSocketTransport(DetachedSocketTransport):
                     if session is not None and not session.is_closed:
                         self.refuse(session, "binary WebSocket message")
                 # A pong needs nothing: liveness is the Socket.IO heartbeat's job.
+            frames = []
+            payload = b""
+            if violation is not None:
+                self.violated(session, violation)
+                return
             if ping is not None:
                 self.send_frame(rfc6455.pong_frame(ping))
 

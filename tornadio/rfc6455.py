@@ -37,12 +37,16 @@ _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
 
 
 class ProtocolViolation(ValueError):
-    """The client broke RFC 6455: close with ``code``; ``reason`` is one log line."""
+    """The client broke RFC 6455: close with ``code``; ``reason`` is one log line.
+
+    ``messages``: what :meth:`FrameReader.feed` completed before the bad frame.
+    """
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.messages: List[Tuple[int, bytes]] = []
 
 
 def accept_key(key: str) -> str:
@@ -134,16 +138,28 @@ class FrameReader:
         self._fragment_frames = 0
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        """The messages completed by ``data``; raises ProtocolViolation."""
+        """The messages completed by ``data``.
+
+        Raises ProtocolViolation at the first bad frame, with the messages
+        completed before it in its ``messages``; the reader is then unusable.
+        """
+        messages: List[Tuple[int, bytes]] = []
+        try:
+            self._parse(data, messages)
+        except ProtocolViolation as exc:
+            exc.messages = messages
+            raise
+        return messages
+
+    def _parse(self, data: bytes, messages: List[Tuple[int, bytes]]) -> None:
         buffer = self._buffer
         if buffer:
             buffer += data
             if len(buffer) < self._wanted:
-                return []
+                return
             view: bytes = bytes(buffer)
         else:
             view = data
-        messages: List[Tuple[int, bytes]] = []
         pos, size = 0, len(view)
         limit = self.max_message
         wanted = 2
@@ -219,4 +235,3 @@ class FrameReader:
             else:
                 buffer += view[pos:]
             self._wanted = wanted
-        return messages

@@ -337,3 +337,59 @@ def test_pings_in_one_read_get_one_pong_and_a_refused_client_is_let_go_at_once()
         run(body())
     finally:
         persistent.CLOSE_FLUSH_TIMEOUT = saved
+
+
+def test_a_flood_of_control_frames_leaves_the_loop_turns_and_an_idle_socket_keeps_no_copy():
+    events = Events()
+    turns = [0]
+    spinning = [True]
+
+    def spin():  # runs once per loop iteration while spinning
+        turns[0] += 1
+        if spinning[0]:
+            asyncio.get_running_loop().call_soon(spin)
+
+    async def body():
+        async with serve(echo_connection(events)) as (base, _):
+            reader, writer, _status, _head = await _raw_upgrade(base)
+            await _server_frame(reader)  # the id
+            big = "z" * 900_000
+            framed = ("~m~%d~m~%s" % (len(big), big)).encode()
+            head = bytes((0x81, 0x80 | 127)) + len(framed).to_bytes(8, "big") + b"\0\0\0\0"
+            writer.write(head + framed)
+            opcode, echoed = await _server_frame(reader)
+            assert opcode == 0x1 and len(echoed) == len(framed)
+            # Idle again: the coroutine reading this socket holds no copy of that message.
+            readers = [obj for obj in gc.get_objects() if inspect.iscoroutine(obj)
+                       and obj.cr_code is WebSocketTransport._read_frames.__code__]
+            assert len(readers) == 1
+            held = [value for value in readers[0].cr_frame.f_locals.values()
+                    if isinstance(value, (bytes, str, list)) and len(value) > 1000]
+            assert held == []
+            # 100,000 pongs in one write, then a message. Reading the flood takes
+            # many loop turns (one at least every 256 frames: 390), not one per
+            # socket-buffer's worth; the message after it arrives.
+            spin()
+            writer.write(_client_frame(0xA, b"") * 100_000 + _client_frame(0x1, b"~m~3~m~end"))
+            assert await _server_frame(reader) == (0x1, b"~m~3~m~end")
+            spinning[0] = False
+            assert turns[0] >= 390, "the flood was read in %d loop turns" % turns[0]
+            writer.close()
+    run(body())
+
+
+def test_a_message_in_the_same_read_as_a_bad_frame_is_delivered_first():
+    events = Events()
+
+    async def body():
+        async with serve(echo_connection(events)) as (base, _):
+            reader, writer, _status, _head = await _raw_upgrade(base)
+            await _server_frame(reader)  # the id
+            writer.write(_client_frame(0x1, b"~m~4~m~good") + _client_frame(0x1, b"x", masked=False))
+            assert await _server_frame(reader) == (0x1, b"~m~4~m~good")
+            opcode, payload = await _server_frame(reader)
+            assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1002
+            await events.wait_for(lambda: events.closed)
+            writer.close()
+    run(body())
+    assert events.messages == ["good"]

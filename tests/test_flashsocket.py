@@ -420,3 +420,26 @@ class TestSlowReader(FlashTestCase):
         assert "not reading" in logs.output[0]
         assert b"zzz" not in received
         assert self.router.sessions().get(sid) is None
+
+
+class TestFlood(FlashTestCase):
+    @gen_test(timeout=30)
+    async def test_a_flood_of_frames_is_read_in_many_loop_turns(self):
+        # read_bytes returns at once while data waits: without a budget, one
+        # client's flood would hold the loop until the socket ran dry.
+        client, _ = await self.connected_client()
+        turns = [0]
+        spinning = [True]
+
+        def spin():
+            turns[0] += 1
+            if spinning[0]:
+                self.io_loop.add_callback(spin)
+
+        spin()
+        await client.send(b"\x00\xff" * 50_000 + b"\x00" + frame("end").encode() + b"\xff")
+        assert await client.read_frame() == frame("end")
+        spinning[0] = False
+        # One turn at least every 256 frames: 195 for these 50,001.
+        assert turns[0] >= 195, "the flood was read in %d loop turns" % turns[0]
+        client.close()

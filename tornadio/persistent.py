@@ -512,8 +512,13 @@ class FlashSocketTransport(DetachedSocketTransport):
     async def _read_loop(self, session: sessions.Session, stream: iostream.IOStream) -> None:
         limit = self.socket_settings["max_websocket_message"]
         max_bytes = limit + 1 if limit else None
+        budget = _YIELD_EVERY  # as websocket's: reads return at once while data waits
         try:
             while True:
+                budget -= 1
+                if budget <= 0:
+                    budget = _YIELD_EVERY
+                    await asyncio.sleep(0)
                 kind = await stream.read_bytes(1)
                 if kind == _HIXIE_FRAME_START:
                     try:

@@ -350,7 +350,7 @@ def test_a_flood_of_control_frames_leaves_the_loop_turns_and_an_idle_socket_keep
             asyncio.get_running_loop().call_soon(spin)
 
     async def body():
-        async with serve(echo_connection(events)) as (base, _):
+        async with serve(echo_connection(events)) as (base, router):
             reader, writer, _status, _head = await _raw_upgrade(base)
             await _server_frame(reader)  # the id
             big = "z" * 900_000
@@ -361,7 +361,9 @@ def test_a_flood_of_control_frames_leaves_the_loop_turns_and_an_idle_socket_keep
             assert opcode == 0x1 and len(echoed) == len(framed)
             # Idle again: the coroutine reading this socket holds no copy of that message.
             readers = [obj for obj in gc.get_objects() if inspect.iscoroutine(obj)
-                       and obj.cr_code is WebSocketTransport._read_frames.__code__]
+                       and obj.cr_code is WebSocketTransport._read_frames.__code__
+                       and obj.cr_frame is not None
+                       and obj.cr_frame.f_locals["self"].router is router]
             assert len(readers) == 1
             held = [value for value in readers[0].cr_frame.f_locals.values()
                     if isinstance(value, (bytes, str, list)) and len(value) > 1000]

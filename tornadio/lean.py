@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 app_log = logging.getLogger("tornado.application")
 gen_log = logging.getLogger("tornado.general")
 access_log = logging.getLogger("tornado.access")
-_DEFAULT_LOG_REQUEST = tornado.web.Application.log_request
 
 _SERVER = "TornadoServer/%s" % tornado.version
 # What RequestHandler accepts in a header value (anything else: ValueError).
@@ -87,14 +86,21 @@ def _default_headers() -> httputil.HTTPHeaders:
     return headers
 
 
+def _tornados_own(application: tornado.web.Application, name: str) -> bool:
+    """Whether ``application.<name>`` is Application's own method, overridden
+    neither in the application's class nor on the instance."""
+    method = getattr(application, name)
+    return getattr(method, "__func__", None) is getattr(tornado.web.Application, name)
+
+
 def _logs_anything(application: tornado.web.Application, status: int) -> bool:
     """False only when ``log_request`` would log nothing: Tornado's own method,
     no ``log_function``, and ``tornado.access`` off for this status's level.
 
     Then the line (its redacted path, its timing) is not worth formatting.
     """
-    if getattr(application.log_request, "__func__", None) is not _DEFAULT_LOG_REQUEST:
-        return True  # overridden, in the class or on the instance
+    if not _tornados_own(application, "log_request"):
+        return True
     if "log_function" in application.settings:
         return True
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
@@ -458,12 +464,10 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
         self.application = application
         self.entries = [entry for entry in (router.lean_entry() for router in routers)
                         if entry is not None]
-        plain = tornado.web.Application
         #: False when the application routes in a way of its own (overridden methods,
         #: in its class or on the instance).
         self.usable = bool(self.entries) and all(
-            getattr(getattr(application, name), "__func__", None) is getattr(plain, name)
-            for name in ("find_handler", "start_request"))
+            _tornados_own(application, name) for name in ("find_handler", "start_request"))
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:

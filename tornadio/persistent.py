@@ -107,7 +107,7 @@ class WebSocketTransport(DetachedSocketTransport):
     name = "websocket"
     # Kept out of the instance dict: an idle connection's handler then holds
     # only RequestHandler's own names there.
-    __slots__ = tuple(name for name, _ in SLOTTED_STATE) + (
+    __slots__ = SLOTTED_STATE + (
         "stream", "closing", "client_closed", "close_code", "close_reason", "_close_timer")
 
     def initialize(self, router: Any) -> None:
@@ -299,11 +299,14 @@ class WebSocketTransport(DetachedSocketTransport):
         if session is not None and not session.is_closed:
             self.refuse(session, exc.reason)
 
-    def close_after_flush(self) -> None:
-        """Close the socket once what was written to it has left (bounded)."""
+    def _cancel_close_timer(self) -> None:
         timer, self._close_timer = self._close_timer, None
         if timer is not None:
             IOLoop.current().remove_timeout(timer)
+
+    def close_after_flush(self) -> None:
+        """Close the socket once what was written to it has left (bounded)."""
+        self._cancel_close_timer()
         stream = self.stream
         if stream is None or stream.closed():
             return
@@ -313,11 +316,8 @@ class WebSocketTransport(DetachedSocketTransport):
             pass
 
     def _stream_closed(self) -> None:
-        timer, self._close_timer = self._close_timer, None
-        if timer is not None:
-            IOLoop.current().remove_timeout(timer)
-        if self.session is not None:
-            self.session.close(sessions.REASON_CLIENT)
+        self._cancel_close_timer()
+        self.client_gone()
 
     # -- closing -----------------------------------------------------------------------
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:

@@ -71,30 +71,28 @@ def retrieve_write_error(future: "Future[Any]") -> None:
         future.exception()
 
 
-#: The per-request state of :class:`TransportHandlerMixin` with its defaults,
-#: for the long-lived handlers that keep it in ``__slots__``.
-SLOTTED_STATE: Tuple[Tuple[str, Any], ...] = (
-    ("router", None), ("session", None), ("fail_reason", None), ("open_extra", ""),
-    ("unsent_bytes", 0), ("answered", False))
+#: The per-request state of :class:`TransportHandlerMixin` (its class-level
+#: defaults), for the long-lived handlers that keep it in ``__slots__``.
+SLOTTED_STATE: Tuple[str, ...] = (
+    "router", "session", "fail_reason", "open_extra", "unsent_bytes", "answered")
 
 
 def init_slotted_state(handler: Any) -> None:
-    """Set the defaults of a handler whose class has :data:`SLOTTED_STATE` in ``__slots__``.
+    """Give a handler whose class has :data:`SLOTTED_STATE` in ``__slots__`` the
+    mixin's defaults.
 
     Why slots: on CPython 3.11 each instance made shrinks its class's room for
     shared instance-dict keys by one, so a burst of WebSocket upgrades (many
     handlers made in one loop turn, before any of them sets its attributes)
-    leaves no room for names set later. Every handler with more names than
-    Tornado's own 27 then has a dict of its own, about 1.5 KiB per idle
-    connection. A slot costs 8 bytes. A name a subclass gives a class-level
-    value of its own is left to that value, as before slots.
+    leaves no room for names set later, and each such handler gets a dict of
+    its own, about 1.5 KiB per idle connection. A slot costs 8 bytes. A name a
+    subclass gives a class-level value of its own is left to that value.
     """
-    mro = type(handler).__mro__
-    for name, default in SLOTTED_STATE:
-        for klass in mro:
+    for name in SLOTTED_STATE:
+        for klass in type(handler).__mro__:
             if name in klass.__dict__:
                 if isinstance(klass.__dict__[name], MemberDescriptorType):
-                    setattr(handler, name, default)
+                    setattr(handler, name, getattr(TransportHandlerMixin, name, None))
                 break
 
 

@@ -168,3 +168,24 @@ def test_malformed_close_payloads_are_violations():
 def test_unmask_is_xor_with_the_repeated_key(mask, data):
     expected = bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
     assert rfc6455.unmask(mask, data) == expected
+
+
+@given(st.binary(max_size=125), st.data())
+def test_a_short_text_frame_read_whole_or_in_two_is_the_same_message(data, draw):
+    """One whole short text frame per read is the shortcut's case; every other
+    shape of the same bytes goes through the full checks and agrees."""
+    frame = client_frame(1, data)
+    assert rfc6455.FrameReader(None).feed(frame) == [(1, data)]
+    cut = draw.draw(st.integers(1, len(frame) - 1))
+    reader = rfc6455.FrameReader(None)
+    assert reader.feed(frame[:cut]) == []
+    assert reader.feed(frame[cut:]) == [(1, data)]
+
+
+def test_a_read_shorter_than_a_frame_header_is_never_a_whole_frame():
+    # 0x7c is 0x80 + (2 - 6): the shortcut's length test alone would take this
+    # unmasked two-byte header for a whole empty frame.
+    with pytest.raises(rfc6455.ProtocolViolation) as caught:
+        rfc6455.FrameReader(None).feed(b"\x81\x7c")
+    assert caught.value.code == 1002
+    assert rfc6455.FrameReader(None).feed(b"\x81\xfc") == []  # masked: wait for the rest

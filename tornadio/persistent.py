@@ -12,7 +12,7 @@ import hashlib
 import logging
 import struct
 from datetime import timedelta
-from typing import Any, Awaitable, List, Optional, Union
+from typing import Any, Awaitable, List, Optional, Tuple, Union
 
 import tornado.util
 import tornado.web
@@ -20,7 +20,8 @@ from tornado import gen, iostream
 from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 
-from tornadio import origins, rfc6455, session as sessions
+from tornadio import origins, rfc6455, session as sessions, socketlink
+from tornadio.socketlink import SocketLink
 from tornadio.transport import (SLOTTED_STATE, TransportError, TransportHandlerMixin,
                                 init_slotted_state, retrieve_write_error)
 
@@ -32,11 +33,12 @@ HANDSHAKE_TIMEOUT = 10.0
 #: client's answering close frame, before it closes the socket anyway.
 CLOSE_FLUSH_TIMEOUT = 5.0
 #: Most bytes one read takes from the socket: every frame in them is parsed at once.
-READ_CHUNK = 65536
+READ_CHUNK = socketlink.READ_CHUNK
 #: Frames (or 4 KiB reads) after which a busy socket lets the loop run others.
 _YIELD_EVERY = 256
 #: The RFC 6455 versions a client may ask for (13 is the RFC; 7 and 8 its drafts).
 _WEBSOCKET_VERSIONS = ("7", "8", "13")
+_NO_FRAMES: List[Tuple[int, bytes]] = []
 
 
 def close_when_flushed(stream: iostream.IOStream, flushed: "Future[None]",
@@ -101,18 +103,21 @@ class WebSocketTransport(DetachedSocketTransport):
 
     ``get()`` answers the RFC 6455 upgrade with Tornado's own response
     machinery (so the 101 is logged like any answer), detaches the stream and
-    returns the coroutine that serves it for the connection's life.
+    hands it to a :class:`~tornadio.socketlink.SocketLink`. Frames are then
+    handled in the link's callback as they arrive: no coroutine stays alive
+    per connection once its first message came.
     """
 
     name = "websocket"
     # Kept out of the instance dict: an idle connection's handler then holds
     # only RequestHandler's own names there.
     __slots__ = SLOTTED_STATE + (
-        "stream", "closing", "client_closed", "close_code", "close_reason", "_close_timer")
+        "link", "closing", "client_closed", "close_code", "close_reason", "_close_timer",
+        "_reader", "_frames", "_next", "_budget", "_ping", "_violation")
 
     def initialize(self, router: Any) -> None:
         init_slotted_state(self)
-        self.stream: Optional[iostream.IOStream] = None
+        self.link: Optional[SocketLink] = None
         #: True once our close frame is sent (or the socket is being dropped).
         self.closing = False
         #: True once the client's close frame arrived.
@@ -121,7 +126,20 @@ class WebSocketTransport(DetachedSocketTransport):
         self.close_code: Optional[int] = None
         self.close_reason: Optional[str] = None
         self._close_timer: Optional[object] = None
+        self._reader: Optional[rfc6455.FrameReader] = None
+        # The frames of the last read not handled yet (a coroutine on_message, or
+        # the loop's turn), where to go on, and what that read still owes.
+        self._frames: List[Tuple[int, bytes]] = _NO_FRAMES
+        self._next = 0
+        self._budget = _YIELD_EVERY
+        self._ping: Optional[bytes] = None
+        self._violation: Optional[rfc6455.ProtocolViolation] = None
         super().initialize(router)
+
+    @property
+    def stream(self) -> Optional[iostream.IOStream]:  # type: ignore[override]
+        """The detached stream (None before the upgrade)."""
+        return self.link.stream if self.link is not None else None
 
     # -- the upgrade -----------------------------------------------------------------
     def get(self, resource: Any = None, extra: Optional[str] = None,
@@ -155,10 +173,9 @@ class WebSocketTransport(DetachedSocketTransport):
         self.set_header("Connection", "Upgrade")
         self.set_header("Sec-WebSocket-Accept", rfc6455.accept_key(key))
         self.finish()
-        self.stream = stream = self.detach()
-        stream.set_close_callback(self._stream_closed)
-        # Returned, not awaited: one frame of ours stays alive per connection.
-        return self._serve(stream)
+        self.link = link = SocketLink(self.detach(), self._on_data, self._link_closed)
+        # Returned, not awaited: it ends once the link reads the socket itself.
+        return self._serve(link)
 
     def check_origin(self, origin: str) -> bool:
         """Whether a WebSocket from ``origin`` is allowed (``allowed_origins``)."""
@@ -179,10 +196,12 @@ class WebSocketTransport(DetachedSocketTransport):
         raise TransportError(405, "websocket takes no OPTIONS")
 
     # -- the connection's life ---------------------------------------------------------
-    async def _serve(self, stream: iostream.IOStream) -> None:
-        """Open the session, then read the client's frames until the socket closes."""
+    async def _serve(self, link: SocketLink) -> None:
+        """Open the session, then read until the link reads on its own."""
         session: Optional[sessions.Session] = None
         try:
+            limit = self.socket_settings["max_websocket_message"]
+            self._reader = rfc6455.FrameReader(limit or None)
             try:
                 session = self.session = self.create_session()
             except TransportError as exc:
@@ -194,86 +213,119 @@ class WebSocketTransport(DetachedSocketTransport):
                     refused = session.close_reason == sessions.REASON_REFUSED
                     self.close(1008 if refused else 1001,
                                "refused" if refused else session.close_reason or "")
-                elif stream.closed():
+                elif link.closed or link.stream.closed():
                     session.close(sessions.REASON_CLIENT)
+                    link.close()
                     return
                 else:
                     # Payloads are small and already batched per loop turn: Nagle
                     # would only add delayed-ACK stalls (40 ms) to every round trip.
-                    stream.set_nodelay(True)
+                    link.stream.set_nodelay(True)
                     session.attach(self)
                     session.start_heartbeats()
             # Refused or not, read on: a refused client's answering close frame
             # is what lets the socket close at once (RFC 6455 §7.1.1).
-            await self._read_frames(session, stream)
-        except iostream.StreamClosedError:
-            if session is not None:
-                session.close(sessions.REASON_CLIENT)
+            await link.read()
         except Exception:
-            log.exception("session %s (%s): transport error",
-                          sessions.short_id(session.id) if session else "-", self.name)
-            if session is not None:
-                session.close(sessions.REASON_SERVER)
-            self.close_stream()
+            self._failed(session)
 
-    async def _read_frames(self, session: Optional[sessions.Session],
-                           stream: iostream.IOStream) -> None:
-        """Hand text messages to ``session`` until the closing handshake ends.
+    def _failed(self, session: Optional[sessions.Session]) -> None:
+        log.exception("session %s (%s): transport error",
+                      sessions.short_id(session.id) if session else "-", self.name)
+        if session is not None:
+            session.close(sessions.REASON_SERVER)
+        self.close_stream()
 
-        ``session`` is None, or closed, once we are closing: then only the
-        client's close frame matters.
-        """
-        limit = self.socket_settings["max_websocket_message"]
-        reader = rfc6455.FrameReader(limit or None)
+    def _on_data(self, data: bytes) -> None:
+        """The link's callback: every frame completed by ``data``."""
+        assert self._reader is not None  # made before the link reads
+        try:
+            self._frames = self._reader.feed(data)
+        except rfc6455.ProtocolViolation as exc:
+            self._violation, self._frames = exc, exc.messages  # the frames before it count
+        except Exception:
+            self._failed(self.session)
+            return
+        self._next = 0
         # A read returns at once while the client keeps the socket full, so the
         # loop gets a turn whenever this runs out: one per frame, one per 4 KiB read.
-        budget = _YIELD_EVERY
-        while True:
-            data = await stream.read_bytes(READ_CHUNK, partial=True)
-            violation: Optional[rfc6455.ProtocolViolation] = None
-            try:
-                frames = reader.feed(data)
-            except rfc6455.ProtocolViolation as exc:
-                violation, frames = exc, exc.messages  # the frames before it count
-            budget -= 1 + (len(data) >> 12)
-            data = b""  # an idle connection keeps no copy of its last read
-            ping: Optional[bytes] = None
-            for opcode, payload in frames:
-                budget -= 1
-                if budget <= 0:
-                    budget = _YIELD_EVERY
-                    await asyncio.sleep(0)
-                if opcode == rfc6455.OP_TEXT:
-                    if session is None or session.is_closed:
-                        continue
-                    try:
-                        text = payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        self.violated(session, rfc6455.ProtocolViolation(
-                            rfc6455.CLOSE_INVALID_DATA, "text message is not valid UTF-8"))
-                        return
-                    # A future: the session is still busy with a coroutine on_message.
-                    waiter = self.receive_or_refuse(session, text)
-                    text = ""
-                    if waiter is not None:
-                        await waiter
-                        budget = _YIELD_EVERY
-                elif opcode == rfc6455.OP_CLOSE:
-                    self.client_closing(session, payload)
-                    return
-                elif opcode == rfc6455.OP_PING:
-                    ping = payload  # only the last of a read is answered (§5.5.3)
-                elif opcode == rfc6455.OP_BINARY:
-                    if session is not None and not session.is_closed:
-                        self.refuse(session, "binary WebSocket message")
-                # A pong needs nothing: liveness is the Socket.IO heartbeat's job.
-            frames = []
-            payload = b""
-            if violation is not None:
-                self.violated(session, violation)
+        self._budget -= 1 + (len(data) >> 12)
+        self._handle_frames()
+
+    def _handle_frames(self) -> None:
+        # Called back by the loop, not awaited: a bug here must not leave the
+        # socket registered and failing on every read.
+        try:
+            self._dispatch()
+        except Exception:
+            self._frames = _NO_FRAMES
+            self._failed(self.session)
+
+    def _after_waiter(self, _: "Future[None]") -> None:
+        self._budget = _YIELD_EVERY
+        self._handle_frames()
+
+    def _dispatch(self) -> None:
+        """Hand text messages to the session, from ``_next`` on, until the read's
+        frames are done, the session is busy, or the loop's turn has come.
+
+        The session is None, or closed, once we are closing: then only the
+        client's close frame matters.
+        """
+        link = self.link
+        assert link is not None
+        session = self.session
+        frames = self._frames
+        index, count = self._next, len(frames)
+        while index < count:
+            self._budget -= 1
+            if self._budget <= 0:
+                self._budget = _YIELD_EVERY
+                self._next = index
+                link.pause()
+                IOLoop.current().add_callback(self._handle_frames)
                 return
-            if ping is not None:
-                self.send_frame(rfc6455.pong_frame(ping))
+            opcode, payload = frames[index]
+            index += 1
+            if opcode == rfc6455.OP_TEXT:
+                if session is None or session.is_closed:
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._frames = _NO_FRAMES
+                    self.violated(session, rfc6455.ProtocolViolation(
+                        rfc6455.CLOSE_INVALID_DATA, "text message is not valid UTF-8"))
+                    return
+                # A future: the session is still busy with a coroutine on_message.
+                waiter = self.receive_or_refuse(session, text)
+                if waiter is not None:
+                    self._next = index
+                    link.pause()
+                    waiter.add_done_callback(self._after_waiter)
+                    return
+            elif opcode == rfc6455.OP_CLOSE:
+                self._frames = _NO_FRAMES
+                link.pause()
+                self.client_closing(session, payload)
+                return
+            elif opcode == rfc6455.OP_PING:
+                self._ping = payload  # only the last of a read is answered (§5.5.3)
+            elif opcode == rfc6455.OP_BINARY:
+                if session is not None and not session.is_closed:
+                    self.refuse(session, "binary WebSocket message")
+            # A pong needs nothing: liveness is the Socket.IO heartbeat's job.
+        # An idle connection keeps nothing of its last read.
+        self._frames = _NO_FRAMES
+        violation, self._violation = self._violation, None
+        if violation is not None:
+            link.pause()
+            self.violated(session, violation)
+            return
+        ping, self._ping = self._ping, None
+        if ping is not None:
+            self.send_frame(rfc6455.pong_frame(ping))
+        link.resume()
 
     def client_closing(self, session: Optional[sessions.Session], payload: bytes) -> None:
         """The client's close frame: answer it (unless ours went first), then close."""
@@ -295,9 +347,9 @@ class WebSocketTransport(DetachedSocketTransport):
         """A frame broke RFC 6455: close with its code and one log line, without
         waiting for an answer from a client that does not speak the protocol."""
         self.close(exc.code, exc.reason)
-        self.close_after_flush()
         if session is not None and not session.is_closed:
             self.refuse(session, exc.reason)
+        self.close_after_flush()  # at once when the frame left: the session must know why first
 
     def _cancel_close_timer(self) -> None:
         timer, self._close_timer = self._close_timer, None
@@ -307,19 +359,39 @@ class WebSocketTransport(DetachedSocketTransport):
     def close_after_flush(self) -> None:
         """Close the socket once what was written to it has left (bounded)."""
         self._cancel_close_timer()
-        stream = self.stream
-        if stream is None or stream.closed():
+        link = self.link
+        if link is None or link.closed:
             return
-        try:
-            close_when_flushed(stream, stream.write(b""))
-        except iostream.StreamClosedError:
-            pass
+        self._close_timer = IOLoop.current().call_later(CLOSE_FLUSH_TIMEOUT, link.close)
+        link.after_flush(link.close)
 
-    def _stream_closed(self) -> None:
+    def _link_closed(self) -> None:
+        self.closing = True
+        self._frames = _NO_FRAMES
         self._cancel_close_timer()
         self.client_gone()
 
-    # -- closing -----------------------------------------------------------------------
+    # -- writing and closing -------------------------------------------------------
+    def queued_for_client(self) -> int:
+        return self.link.unsent if self.link is not None else 0
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one frame, bounded by ``max_queue_bytes``; a gone client closes the session."""
+        link = self.link
+        if link is None or self.closing:
+            return
+        if link.closed:
+            self.client_gone()
+            return
+        if self.room_for(len(frame)):
+            link.write(frame)
+
+    def close_stream(self) -> None:
+        """Close the socket at once, without a closing handshake."""
+        self.closing = True
+        if self.link is not None:
+            self.link.close()
+
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake (as ``WebSocketHandler.close``).
 
@@ -327,23 +399,19 @@ class WebSocketTransport(DetachedSocketTransport):
         the socket once the client answers, or after CLOSE_FLUSH_TIMEOUT; at
         once (after the frame left) when the client closed first.
         """
-        stream = self.stream
-        if self.closing or stream is None:
+        link = self.link
+        if self.closing or link is None:
             return
         self.closing = True
-        if stream.closed():
+        if link.closed:
             return
         if code is None and reason:
             code = 1000
-        try:
-            flushed = stream.write(rfc6455.close_frame(code, reason or ""))
-        except iostream.StreamClosedError:
-            return
+        link.write(rfc6455.close_frame(code, reason or ""))
         if self.client_closed:
-            close_when_flushed(stream, flushed)
+            self.close_after_flush()
         else:
-            flushed.add_done_callback(retrieve_write_error)
-            self._close_timer = IOLoop.current().call_later(CLOSE_FLUSH_TIMEOUT, stream.close)
+            self._close_timer = IOLoop.current().call_later(CLOSE_FLUSH_TIMEOUT, link.close)
 
     # -- sink -------------------------------------------------------------------------
     def write_payload(self, payload: str) -> None:

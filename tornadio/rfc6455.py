@@ -143,6 +143,12 @@ class FrameReader:
         Raises ProtocolViolation at the first bad frame, with the messages
         completed before it in its ``messages``; the reader is then unusable.
         """
+        # The usual read: one whole, short, final text frame, nothing held over.
+        if not self._buffer and data[:1] == b"\x81" and self._fragments is None:
+            length = len(data) - 6
+            limit = self.max_message
+            if 0 <= length < 126 and data[1] == 0x80 + length and (limit is None or length <= limit):
+                return [(OP_TEXT, unmask(data[2:6], data[6:]))]
         messages: List[Tuple[int, bytes]] = []
         try:
             self._parse(data, messages)

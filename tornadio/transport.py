@@ -286,7 +286,7 @@ class TransportHandlerMixin(_HandlerBase):
         """False (and the session closed, one log line) when a client that stops
         reading would make us buffer more than ``max_queue_bytes``."""
         limit = self.socket_settings["max_queue_bytes"]
-        if not limit or self.unsent_bytes + size <= limit:
+        if not limit or self.queued_for_client() + size <= limit:
             return True
         session = self.session
         log.warning("session %s (%s): client not reading, over %d bytes unsent; closing",
@@ -295,6 +295,10 @@ class TransportHandlerMixin(_HandlerBase):
         if session is not None:
             session.close(sessions.REASON_OVERFLOW)
         return False
+
+    def queued_for_client(self) -> int:
+        """Bytes written to the client's connection that it has not taken yet."""
+        return self.unsent_bytes
 
     def track_write(self, future: "Future[Any]", size: int) -> None:
         """Count ``size`` bytes as unsent until ``future`` (the flush) resolves."""

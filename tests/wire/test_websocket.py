@@ -129,7 +129,10 @@ def test_cross_site_websocket_refused_when_origins_are_set():
     run(body())
 
 
-def test_slow_consumer_hits_the_queue_cap_and_is_closed():
+@pytest.mark.parametrize("spoke_first", [False, True], ids=["silent", "after-a-message"])
+def test_slow_consumer_hits_the_queue_cap_and_is_closed(spoke_first):
+    """Silent, the socket is still read through its IOStream; once the client
+    has spoken, the link writes to the socket itself. Both are bounded."""
     events = Events()
 
     async def body():
@@ -140,6 +143,9 @@ def test_slow_consumer_hits_the_queue_cap_and_is_closed():
                 ws = await asyncio.wait_for(tornado.websocket.websocket_connect(
                     base.replace("http", "ws", 1) + "/socket.io/websocket"), WAIT)
                 assert messages(await asyncio.wait_for(ws.read_message(), WAIT))[0][0] == "text"
+                if spoke_first:
+                    await ws.write_message("~m~2~m~hi")
+                    assert await asyncio.wait_for(ws.read_message(), WAIT) == "~m~2~m~hi"
                 conn = events.connections[0]
                 # Shrink the client's receive buffer and never read again.
                 ws.protocol.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -307,6 +313,33 @@ def test_a_bad_upgrade_is_answered_before_any_session(version, key, status):
     assert events.opened == []
 
 
+def test_what_the_kernel_does_not_take_at_once_reaches_a_slow_reader_whole_and_in_order():
+    events = Events()
+    count, size = 400, 16 << 10
+
+    async def body():
+        async with serve(echo_connection(events), {"max_queue_bytes": 64 << 20}) as (base, _):
+            reader, writer, _status, _head = await _raw_upgrade(base)
+            await _server_frame(reader)  # the id
+            writer.write(_client_frame(0x1, b"~m~2~m~hi"))
+            assert await _server_frame(reader) == (0x1, b"~m~2~m~hi")
+            conn = events.connections[0]
+            sent = ["%06d" % number + "x" * (size - 6) for number in range(count)]
+            for text in sent:  # 6.4 MiB, one write at the end of this loop turn
+                conn.send(text)
+            await asyncio.sleep(0)
+            link = conn._tornadio_session._sink.link
+            assert link.unsent > 0, "the kernel took it all: nothing waited in the link"
+            opcode, payload = await _server_frame(reader)
+            assert opcode == 0x1
+            assert messages(payload.decode()) == [("text", text) for text in sent]
+            assert link.unsent == 0
+            writer.write(_client_frame(0x1, b"~m~3~m~end"))
+            assert await _server_frame(reader) == (0x1, b"~m~3~m~end")
+            writer.close()
+    run(body())
+
+
 def test_pings_in_one_read_get_one_pong_and_a_refused_client_is_let_go_at_once():
     class Refusing(tornadio.SocketConnection):
         def on_open(self, request, *args, **kwargs):
@@ -359,14 +392,20 @@ def test_a_flood_of_control_frames_leaves_the_loop_turns_and_an_idle_socket_keep
             writer.write(head + framed)
             opcode, echoed = await _server_frame(reader)
             assert opcode == 0x1 and len(echoed) == len(framed)
-            # Idle again: the coroutine reading this socket holds no copy of that message.
+            # Idle again: no coroutine reads this socket any more (the loop calls
+            # its link back), and nothing of that message is kept.
+            handlers = [obj for obj in gc.get_objects()
+                        if isinstance(obj, WebSocketTransport) and obj.router is router]
+            assert len(handlers) == 1
+            handler = handlers[0]
+            parts = (handler, handler.link, handler._reader)
             readers = [obj for obj in gc.get_objects() if inspect.iscoroutine(obj)
-                       and obj.cr_code is WebSocketTransport._read_frames.__code__
                        and obj.cr_frame is not None
-                       and obj.cr_frame.f_locals["self"].router is router]
-            assert len(readers) == 1
-            held = [value for value in readers[0].cr_frame.f_locals.values()
-                    if isinstance(value, (bytes, str, list)) and len(value) > 1000]
+                       and any(obj.cr_frame.f_locals.get("self") is part for part in parts)]
+            assert readers == []
+            held = [(type(part).__name__, name) for part in parts for name in type(part).__slots__
+                    if isinstance(getattr(part, name, None), (bytes, bytearray, str, list))
+                    and len(getattr(part, name)) > 1000]
             assert held == []
             # 100,000 pongs in one write, then a message. Reading the flood takes
             # many loop turns (one at least every 256 frames: 390), not one per

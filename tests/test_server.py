@@ -16,6 +16,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+import tornado.httpclient
 import tornado.web
 import tornado.websocket
 from tornado import gen, iostream
@@ -376,6 +377,16 @@ class TestSocketServer(AsyncTestCase):
             in head
         assert await bounded(flash.read_bytes(16)) == b"fQJ,fN/4F4!~K~MH"
         flash.close()
+        # websocket over TLS (read through its SSLIOStream): every message
+        # echoes, one of them larger than a TLS record.
+        ws = await bounded(tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+            "wss://127.0.0.1:%d/socket.io/websocket" % server.port, validate_cert=False)))
+        assert (await bounded(ws.read_message())).startswith("~m~32~m~")  # the session id
+        big = "z" * 100_000  # more than one TLS record
+        for text in ["one", big, "three"]:
+            await ws.write_message("~m~%d~m~%s" % (len(text), text))
+            assert await bounded(ws.read_message()) == "~m~%d~m~%s" % (len(text), text)
+        ws.close()
 
     @gen_test(timeout=10)
     async def test_listening_url_logged(self):

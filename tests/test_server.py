@@ -4,6 +4,7 @@ Ports are 0 (a free high port picked by the kernel), never 843. Every wait
 is bounded; nothing asserts on timing beyond "answered within the bound".
 """
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from tornado.testing import AsyncTestCase, gen_test
 import tornadio
 from tornadio import flashserver
 from tornadio.flashserver import FlashPolicyServer, policy_xml
+from tornadio.persistent import WebSocketTransport
 from tornadio.server import SocketServer, idle_timeout, socket_routers
 
 from support.process import ScriptProcess
@@ -386,6 +388,12 @@ class TestSocketServer(AsyncTestCase):
         for text in ["one", big, "three"]:
             await ws.write_message("~m~%d~m~%s" % (len(text), text))
             assert await bounded(ws.read_message()) == "~m~%d~m~%s" % (len(text), text)
+        # A TLS socket holds decrypted bytes its file descriptor no longer shows:
+        # it is never read directly.
+        links = [obj.link for obj in gc.get_objects()
+                 if isinstance(obj, WebSocketTransport) and obj.link is not None
+                 and not obj.link.closed]
+        assert len(links) == 1 and not links[0]._direct
         ws.close()
 
     @gen_test(timeout=10)

@@ -369,7 +369,10 @@ class WebSocketTransport(DetachedSocketTransport):
         self.closing = True
         self._frames = _NO_FRAMES
         self._cancel_close_timer()
-        self.client_gone()
+        # On the next turn, as IOStream's close callback ran: whoever closed the
+        # link on purpose (a full queue, a bad frame) closes the session first,
+        # with its own reason.
+        IOLoop.current().add_callback(self.client_gone)
 
     # -- writing and closing -------------------------------------------------------
     def queued_for_client(self) -> int:
@@ -408,6 +411,8 @@ class WebSocketTransport(DetachedSocketTransport):
         if code is None and reason:
             code = 1000
         link.write(rfc6455.close_frame(code, reason or ""))
+        if link.closed:
+            return  # the write failed: the client is gone
         if self.client_closed:
             self.close_after_flush()
         else:

@@ -54,7 +54,8 @@ class SocketLink:
         self._on_closed = on_closed
         self._io_loop = IOLoop.current()
         self._fd = -1
-        # At least IOStream's own chunk: one read then empties its buffer.
+        # At least IOStream's own chunk, so that a socket read of its own never
+        # leaves it more than was asked for.
         self._chunk = max(READ_CHUNK, stream.read_chunk_size)
         self._direct = False
         self._paused = False
@@ -84,9 +85,11 @@ class SocketLink:
                 return
             if self.closed:
                 return
-            # A read of at least its chunk size left IOStream nothing buffered;
-            # with no write of its own pending, the socket can change hands.
-            if may_go_direct and not stream.writing() and not stream.closed():
+            # A read shorter than asked for emptied IOStream's buffer (a full one
+            # may have left more: its header read can buffer several chunks).
+            # With no write of its own pending either, the socket can change hands.
+            if (may_go_direct and len(data) < self._chunk and not self.unsent
+                    and not stream.writing() and not stream.closed()):
                 self._go_direct()
             self._on_data(data)
             if self._direct:

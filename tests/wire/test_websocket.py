@@ -9,7 +9,7 @@ import tornado.web
 import tornado.websocket
 
 import tornadio
-from tornadio import persistent, testing
+from tornadio import persistent, session as sessions, testing
 from tornadio.persistent import WebSocketTransport
 from support.wire import (WAIT, Events, captured_logs, echo_connection, messages, run, serve,
                           tracebacks)
@@ -147,6 +147,7 @@ def test_slow_consumer_hits_the_queue_cap_and_is_closed(spoke_first):
                     await ws.write_message("~m~2~m~hi")
                     assert await asyncio.wait_for(ws.read_message(), WAIT) == "~m~2~m~hi"
                 conn = events.connections[0]
+                assert conn._tornadio_session._sink.link._direct == spoke_first
                 # Shrink the client's receive buffer and never read again.
                 ws.protocol.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 chunk = "y" * 4096
@@ -157,6 +158,7 @@ def test_slow_consumer_hits_the_queue_cap_and_is_closed(spoke_first):
                     if sent % 50 == 0:
                         await asyncio.sleep(0.001)
                 assert conn.is_closed, "64 MiB were buffered for a client that reads nothing"
+                assert conn._tornadio_session.close_reason == sessions.REASON_OVERFLOW
                 await events.wait_for(lambda: events.closed)
                 ws.close()
         assert any("not reading" in r.getMessage() for r in records)
@@ -272,13 +274,18 @@ def test_raw_upgrade_ping_fragments_and_the_closing_handshake():
     assert events.messages == ["hello"] and len(events.closed) == 1
 
 
+@pytest.mark.parametrize("spoke_first", [False, True], ids=["first-read", "after-a-message"])
 @pytest.mark.parametrize("frame, code", [
     (_client_frame(0x1, b"~m~1~m~x", masked=False), 1002),
     (bytes((0xC1, 0x80 | 8)) + b"\0\0\0\0~m~1~m~x", 1002),  # RSV1 without an extension
     (_client_frame(0x3, b"x"), 1002),
     (_client_frame(0x1, b"~m~2~m~\xff\xfe"), 1007),
+    (_client_frame(0x8, (1005).to_bytes(2, "big")), 1002),  # a code no endpoint sends
+    (_client_frame(0x8, (1000).to_bytes(2, "big") + b"\xff"), 1007),  # reason not UTF-8
 ])
-def test_a_frame_breaking_rfc6455_closes_with_its_code_and_one_line(frame, code):
+def test_a_frame_breaking_rfc6455_closes_with_its_code_and_one_line(frame, code, spoke_first):
+    """The first read goes through IOStream, later ones through the link: both
+    close the session as bad input, with one log line."""
     events = Events()
 
     async def body():
@@ -286,6 +293,10 @@ def test_a_frame_breaking_rfc6455_closes_with_its_code_and_one_line(frame, code)
             async with serve(echo_connection(events)) as (base, _):
                 reader, writer, status, _head = await _raw_upgrade(base)
                 await _server_frame(reader)  # the id
+                if spoke_first:
+                    writer.write(_client_frame(0x1, b"~m~2~m~hi"))
+                    assert await _server_frame(reader) == (0x1, b"~m~2~m~hi")
+                    assert events.connections[0]._tornadio_session._sink.link._direct
                 writer.write(frame)
                 opcode, payload = await _server_frame(reader)
                 assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code
@@ -293,8 +304,10 @@ def test_a_frame_breaking_rfc6455_closes_with_its_code_and_one_line(frame, code)
                 writer.close()
         assert not tracebacks(records)
         assert len([r for r in records if "closing on bad input" in r.getMessage()]) == 1
+        session = events.connections[0]._tornadio_session
+        assert session.close_reason == sessions.REASON_BAD_INPUT
     run(body())
-    assert events.messages == []
+    assert events.messages == (["hi"] if spoke_first else [])
 
 
 @pytest.mark.parametrize("version, key, status", [("9", "abc", 426), ("13", "", 400)])
@@ -329,7 +342,8 @@ def test_what_the_kernel_does_not_take_at_once_reaches_a_slow_reader_whole_and_i
                 conn.send(text)
             await asyncio.sleep(0)
             link = conn._tornadio_session._sink.link
-            assert link.unsent > 0, "the kernel took it all: nothing waited in the link"
+            assert link._direct and link._out, "the kernel took it all: nothing waited in the link"
+            assert link.unsent == len(link._out)
             opcode, payload = await _server_frame(reader)
             assert opcode == 0x1
             assert messages(payload.decode()) == [("text", text) for text in sent]
@@ -338,6 +352,38 @@ def test_what_the_kernel_does_not_take_at_once_reaches_a_slow_reader_whole_and_i
             assert await _server_frame(reader) == (0x1, b"~m~3~m~end")
             writer.close()
     run(body())
+
+
+def test_frames_sent_behind_a_large_upgrade_request_are_all_delivered():
+    """A client that does not wait for the 101 (RFC 6455 §4.1 says it must)
+    behind headers larger than one read: IOStream holds several reads' worth
+    when the upgrade is answered, and every byte of it is still read."""
+    events = Events()
+    count = 20_000
+
+    async def body():
+        router = tornadio.get_router(echo_connection(events))
+        app = tornado.web.Application([router.route()])
+        async with testing.serve(app, max_header_size=1 << 20) as base:
+            host, port = base.rsplit("/", 1)[1].rsplit(":", 1)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), WAIT)
+            head = ("GET /socket.io/websocket HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Pad: %s\r\n\r\n"
+                    % (host, port, "p" * 300_000))
+            frames = b"".join(_client_frame(0x1, b"~m~%d~m~%d" % (len(b"%d" % n), n))
+                              for n in range(count))
+            writer.write(head.encode() + frames)
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            await _server_frame(reader)  # the id
+            echoed = []
+            while len(echoed) < count:
+                opcode, payload = await _server_frame(reader)
+                echoed += [data for kind, data in messages(payload.decode())]
+            assert echoed == [str(n) for n in range(count)]
+            writer.close()
+    run(body())
+    assert events.messages == [str(n) for n in range(count)]
 
 
 def test_pings_in_one_read_get_one_pong_and_a_refused_client_is_let_go_at_once():

@@ -69,16 +69,24 @@ def nodes(tmp_path, redis_server):
 
 
 class RoundRobin:
-    """A client's ``balancer``: each request goes to the next port of ``ports``, noted in ``hits``."""
+    """A client's ``balancer``: each request goes to the next port of ``ports``
+    for its method, noted in ``hits``.
+
+    GETs and POSTs take turns separately: with one turn for both, a client whose
+    requests fell into a steady rhythm (a POST, then two polls) could send every
+    POST to the same process.
+    """
 
     def __init__(self, ports, first=0):
         self.ports = list(ports)
-        self.turn = first
+        self.turns = {}
+        self.first = first
         self.hits = []
 
     def __call__(self, method, path):
-        port = self.ports[self.turn % len(self.ports)]
-        self.turn += 1
+        turn = self.turns.get(method, self.first)
+        self.turns[method] = turn + 1
+        port = self.ports[turn % len(self.ports)]
         self.hits.append(port)
         return "127.0.0.1", port
 

@@ -34,12 +34,21 @@ def test_echo_batch_and_heartbeat_cycle():
     run(body())
 
 
-def test_unanswered_heartbeat_closes_socket_and_runs_on_close_once():
+async def _speak(client):
+    """One message and its echo: the server's link then reads the socket itself."""
+    await client.send("hi")
+    assert await client.receive() == "hi"
+
+
+@pytest.mark.parametrize("spoke_first", [False, True], ids=["silent", "after-a-message"])
+def test_unanswered_heartbeat_closes_socket_and_runs_on_close_once(spoke_first):
     events = Events()
 
     async def body():
         async with serve(echo_connection(events), {"heartbeat_interval": 0.1}) as (base, _):
             client = await testing.connect(base, answer_heartbeats=False)
+            if spoke_first:
+                await _speak(client)
             await client.wait_closed()
             await events.wait_for(lambda: events.closed)
             await asyncio.sleep(0.2)
@@ -47,12 +56,15 @@ def test_unanswered_heartbeat_closes_socket_and_runs_on_close_once():
     assert len(events.closed) == 1
 
 
-def test_tcp_drop_runs_on_close_once():
+@pytest.mark.parametrize("spoke_first", [False, True], ids=["silent", "after-a-message"])
+def test_tcp_drop_runs_on_close_once(spoke_first):
     events = Events()
 
     async def body():
         async with serve(echo_connection(events)) as (base, router):
             client = await testing.connect(base)
+            if spoke_first:
+                await _speak(client)
             client.abort()  # no close frame: the network just went away
             await events.wait_for(lambda: events.closed)
             assert len(router.sessions()) == 0

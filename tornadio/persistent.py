@@ -20,7 +20,7 @@ from tornado import gen, iostream
 from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 
-from tornadio import origins, rfc6455, session as sessions, socketlink
+from tornadio import origins, rfc6455, session as sessions
 from tornadio.socketlink import SocketLink
 from tornadio.transport import (SLOTTED_STATE, TransportError, TransportHandlerMixin,
                                 init_slotted_state, retrieve_write_error)
@@ -32,8 +32,6 @@ HANDSHAKE_TIMEOUT = 10.0
 #: How long closing waits for the last bytes to leave, or (websocket) for the
 #: client's answering close frame, before it closes the socket anyway.
 CLOSE_FLUSH_TIMEOUT = 5.0
-#: Most bytes one read takes from the socket: every frame in them is parsed at once.
-READ_CHUNK = socketlink.READ_CHUNK
 #: Frames (or 4 KiB reads) after which a busy socket lets the loop run others.
 _YIELD_EVERY = 256
 #: The RFC 6455 versions a client may ask for (13 is the RFC; 7 and 8 its drafts).
@@ -60,9 +58,11 @@ def _tokens(value: str) -> List[str]:
 
 
 class DetachedSocketTransport(TransportHandlerMixin, tornado.web.RequestHandler):
-    """What both socket transports do with the stream they detached after the upgrade.
+    """What both socket transports do once they detached the stream after the upgrade.
 
     Subclasses provide ``stream`` and ``closing`` (True once the close began).
+    The writes here go through IOStream (flashsocket); websocket writes through
+    its :class:`~tornadio.socketlink.SocketLink` and overrides them.
     """
 
     __slots__ = ()

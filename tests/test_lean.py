@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 
 import tornado.web
+from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
@@ -506,4 +508,80 @@ def test_xheaders_reach_the_front_door():
         assert first.startswith("HTTP/1.1 200")
         assert seen == ["203.0.113.9"] and log[0][1].endswith("(203.0.113.9)")
         assert log[0][2]
+    run(go())
+
+
+class RequestRecorder(tornado.web.RequestHandler):
+    """A plain handler on the same application, answering what its request looks like."""
+
+    def get(self):
+        stream = self.request.connection.stream
+        nodelay = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.finish("nodelay=%d" % bool(nodelay))
+
+
+def test_front_door_requests_have_every_attribute_tornados_constructor_gives():
+    requests = []
+
+    async def go():
+        async with socket_server() as (port, router, log, server):
+            server.request_callback.application.settings["log_function"] = (
+                lambda handler: requests.append(handler.request))
+            conn = await Raw(port).open()
+            sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
+            await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid, form("~m~1~m~x"))
+            await conn.request("GET", "/socket.io/xhr-polling/%s/2?t=5" % sid)
+            conn.close()
+        assert len(requests) == 3 and all(isinstance(r, lean.LeanRequest) for r in requests)
+        for request in requests:
+            rebuilt = httputil.HTTPServerRequest(
+                connection=request.connection, server_connection=request.server_connection,
+                start_line=httputil.RequestStartLine(request.method, request.uri,
+                                                     request.version),
+                headers=request.headers)
+            timing = {"_start_time", "_finish_time", "started_at"}
+            mine = {k: v for k, v in vars(request).items() if k not in timing}
+            tornados = {k: v for k, v in vars(rebuilt).items() if k not in timing}
+            assert mine == tornados
+            assert 0 <= request.request_time() < 60
+        assert requests[2].query_arguments == {"t": [b"5"]}
+    run(go())
+
+
+def test_a_bad_host_is_refused_on_the_front_door_after_good_ones():
+    async def go():
+        with captured_logs() as records:
+            async with socket_server() as (port, router, log, server):
+                good = await Raw(port).open()
+                first = await good.request("GET", "/socket.io/xhr-polling//1")
+                again = await good.request("GET", "/socket.io/xhr-polling//1")
+                good.close()
+                bad = await Raw(port).open()
+                refused = await bad.request("GET", "/socket.io/xhr-polling//1",
+                                            headers=[("Host", "bad host")])
+                bad.close()
+        assert first.startswith("HTTP/1.1 200") and again.startswith("HTTP/1.1 200")
+        assert refused.startswith("HTTP/1.1 400")
+        assert not tracebacks(records)
+        assert len(log) == 2  # the refused request reached no handler
+    run(go())
+
+
+def test_a_poll_connection_keeps_nagle_off_between_answers():
+    async def go():
+        probe = [(r"/probe", RequestRecorder)]
+        async with socket_server(probe) as (port, router, log, server):
+            plain = await Raw(port).open()
+            before = await plain.request("GET", "/probe")
+            after_plain = await plain.request("GET", "/probe")
+            plain.close()
+            polled = await Raw(port).open()
+            sid = sid_of(await polled.request("GET", "/socket.io/xhr-polling//1"))
+            await polled.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
+                                 form("~m~1~m~x"))
+            after_poll = await polled.request("GET", "/probe")
+            polled.close()
+        # Tornado turns Nagle back on after every answer; a poll connection keeps it off.
+        assert before.endswith("nodelay=0") and after_plain.endswith("nodelay=0")
+        assert after_poll.endswith("nodelay=1")
     run(go())

@@ -72,7 +72,82 @@ class _HttpDate:
 
 
 _DATE = _HttpDate()
+
+
+def _nodelay_stays_on(value: bool) -> None:
+    """Stands in for ``set_nodelay`` on a stream whose Nagle switch is kept off."""
+
+
+def keep_nodelay(stream: Any) -> None:
+    """Turn Nagle's algorithm off for the rest of the connection's life.
+
+    Tornado turns ``TCP_NODELAY`` on when it finishes a response and off
+    again when the write is done: two ``setsockopt`` calls per response,
+    four per polled message. A poll connection only ever sends whole
+    answers, each one write, so Nagle has nothing to coalesce there; keeping
+    it off sends every answer as promptly as the toggle does, without the
+    calls. Later requests on the connection (a keep-alive connection may
+    serve any handler after a poll) keep it off too.
+    """
+    stream.set_nodelay(True)
+    setattr(stream, "set_nodelay", _nodelay_stays_on)
 _OK = httputil.ResponseStartLine("", 200, "OK")
+
+
+#: Host header values Tornado has accepted, with their host names (bounded).
+_CHECKED_HOSTS: Dict[str, str] = {}
+_CHECKED_HOSTS_MAX = 64
+
+
+class LeanRequest(httputil.HTTPServerRequest):
+    """An ``HTTPServerRequest`` for a lean request, with every attribute Tornado's has.
+
+    A poll's URL has no query and its client sends the same ``Host`` on every
+    request, so once Tornado's own constructor has accepted a ``Host`` value,
+    a request with that value and no query is filled in directly: no query
+    parsing, no deep copy of the (empty) arguments, no second check of the
+    same ``Host``. Anything else goes through Tornado's constructor, which
+    raises :exc:`tornado.httputil.HTTPInputError` for a bad ``Host``.
+
+    :param connection: the request's HTTP connection.
+    :param server_connection: the server-side connection object.
+    :param start_line: the parsed request line.
+    :param headers: the request headers.
+    """
+
+    def __init__(self, connection: httputil.HTTPConnection, server_connection: object,
+                 start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> None:
+        self.started_at = time.time()
+        host = headers.get("Host")
+        host_name = None if host is None else _CHECKED_HOSTS.get(host)
+        if host is None or host_name is None or "?" in start_line.path:
+            super().__init__(connection=connection, server_connection=server_connection,
+                             start_line=start_line, headers=headers)
+            if host is not None and host not in _CHECKED_HOSTS:
+                if len(_CHECKED_HOSTS) >= _CHECKED_HOSTS_MAX:
+                    _CHECKED_HOSTS.clear()
+                _CHECKED_HOSTS[host] = self.host_name
+            return
+        self.method, self.uri, self.version = start_line
+        self.headers = headers
+        self.body = b""
+        context = getattr(connection, "context", None)
+        self.remote_ip = getattr(context, "remote_ip", None)
+        self.protocol = getattr(context, "protocol", "http")
+        self.host = host
+        self.host_name = host_name
+        self.files = {}
+        self.connection = connection
+        self.server_connection = server_connection
+        self.path = self.uri
+        self.query = ""
+        self.arguments = {}
+        self.query_arguments = {}
+        self.body_arguments = {}
+
+    def request_time(self) -> float:
+        """Seconds since the request arrived (what the access log prints)."""
+        return time.time() - self.started_at
 
 
 def _default_headers() -> httputil.HTTPHeaders:
@@ -135,6 +210,9 @@ class LeanHandler:
         assert request.connection is not None
         request.connection.set_close_callback(  # type: ignore[attr-defined]
             self.on_connection_close)
+        stream = getattr(request.connection, "stream", None)
+        if stream is not None and "set_nodelay" not in vars(stream):
+            keep_nodelay(stream)
 
     # -- what RequestHandler offers ------------------------------------------------
     @property
@@ -491,9 +569,7 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
                 continue
             if router.application is not self.application:
                 return None  # the lean path is off for this router
-            request = httputil.HTTPServerRequest(connection=request_conn,
-                                                 server_connection=server_conn,
-                                                 start_line=start_line, headers=headers)
+            request = LeanRequest(request_conn, server_conn, start_line, headers)
             if not self._routed_to(matcher, request):
                 return None
             return target.find_handler(request, **params)

@@ -88,6 +88,9 @@ def keep_nodelay(stream: Any) -> None:
     it off sends every answer as promptly as the toggle does, without the
     calls. Later requests on the connection (a keep-alive connection may
     serve any handler after a poll) keep it off too.
+
+    :param stream: the connection's ``tornado.iostream.IOStream``; from then
+        on its ``set_nodelay`` does nothing.
     """
     stream.set_nodelay(True)
     setattr(stream, "set_nodelay", _nodelay_stays_on)
@@ -146,7 +149,10 @@ class LeanRequest(httputil.HTTPServerRequest):
         self.body_arguments = {}
 
     def request_time(self) -> float:
-        """Seconds since the request arrived (what the access log prints)."""
+        """Seconds since the request arrived (what the access log prints).
+
+        :returns: the elapsed time in seconds, as ``HTTPServerRequest.request_time``.
+        """
         return time.time() - self.started_at
 
 

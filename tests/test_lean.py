@@ -520,68 +520,130 @@ class RequestRecorder(tornado.web.RequestHandler):
         self.finish("nodelay=%d" % bool(nodelay))
 
 
+def rebuilt_by_tornado(request):
+    """What Tornado's own constructor makes of ``request``'s line and headers."""
+    return httputil.HTTPServerRequest(
+        connection=request.connection, server_connection=request.server_connection,
+        start_line=httputil.RequestStartLine(request.method, request.uri, request.version),
+        headers=request.headers)
+
+
+def attributes(request):
+    timing = {"_start_time", "_finish_time", "started_at"}
+    return {k: v for k, v in vars(request).items() if k not in timing}
+
+
 def test_front_door_requests_have_every_attribute_tornados_constructor_gives():
     requests = []
+    seen = []
+    Remember = address_recorder(seen)
 
     async def go():
-        async with socket_server() as (port, router, log, server):
+        lean._CHECKED_HOSTS.clear()
+        async with socket_server(xheaders=True, connection=Remember) as (port, _r, _l, server):
             server.request_callback.application.settings["log_function"] = (
-                lambda handler: requests.append(handler.request))
+                lambda handler: requests.append((handler.request, attributes(handler.request),
+                                                 attributes(rebuilt_by_tornado(handler.request)))))
             conn = await Raw(port).open()
-            sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
-            await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid, form("~m~1~m~x"))
-            await conn.request("GET", "/socket.io/xhr-polling/%s/2?t=5" % sid)
+            forwarded = [("X-Real-IP", "203.0.113.9"), ("X-Scheme", "https")]
+            sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1", headers=forwarded))
+            await conn.request("POST", "/socket.io/xhr-polling/%s/send" % sid, form("~m~1~m~x"),
+                               headers=forwarded)
+            await conn.request("GET", "/socket.io/xhr-polling/%s/2?t=5" % sid, headers=forwarded)
+            await conn.request("GET", "/socket.io/xhr-polling//3")
             conn.close()
-        assert len(requests) == 3 and all(isinstance(r, lean.LeanRequest) for r in requests)
-        for request in requests:
-            rebuilt = httputil.HTTPServerRequest(
-                connection=request.connection, server_connection=request.server_connection,
-                start_line=httputil.RequestStartLine(request.method, request.uri,
-                                                     request.version),
-                headers=request.headers)
-            timing = {"_start_time", "_finish_time", "started_at"}
-            mine = {k: v for k, v in vars(request).items() if k not in timing}
-            tornados = {k: v for k, v in vars(rebuilt).items() if k not in timing}
+            old = await Raw(port).open()
+            old.writer.write(b"GET /socket.io/xhr-polling//4 HTTP/1.0\r\n"
+                             b"Host: 127.0.0.1\r\n\r\n")
+            old.method = "GET"
+            assert (await old.answer()).startswith("HTTP/1.1 200")
+            old.close()
+        assert len(requests) == 5
+        assert all(isinstance(request, lean.LeanRequest) for request, _, _ in requests)
+        # The first request with this Host and the one with a query went through
+        # Tornado's constructor; the others took the direct path.
+        took_tornados = ["_start_time" in vars(request) for request, _, _ in requests]
+        assert took_tornados == [True, False, True, False, False]
+        for request, mine, tornados in requests:
+            # The address and scheme are checked below: xheaders rewrite them only
+            # while the request's headers are being handled, and an opening GET is
+            # logged later, so Tornado's constructor would see the socket's own.
+            for forwarded in ("remote_ip", "protocol"):
+                mine.pop(forwarded)
+                tornados.pop(forwarded)
             assert mine == tornados
             assert 0 <= request.request_time() < 60
-        assert requests[2].query_arguments == {"t": [b"5"]}
+            assert repr(request).startswith("HTTPServerRequest(")
+        assert [r.remote_ip for r, _, _ in requests[:3]] == ["203.0.113.9"] * 3
+        assert [r.protocol for r, _, _ in requests[:3]] == ["https"] * 3
+        assert requests[3][0].remote_ip == "127.0.0.1" and requests[3][0].protocol == "http"
+        assert requests[4][0].version == "HTTP/1.0"
+        assert requests[2][0].query_arguments == {"t": [b"5"]}
+        assert seen == ["203.0.113.9", "127.0.0.1", "127.0.0.1"]
     run(go())
 
 
-def test_a_bad_host_is_refused_on_the_front_door_after_good_ones():
+def test_a_host_is_taken_directly_only_after_tornado_accepted_it():
+    def tornado_accepts(host):
+        try:
+            httputil.HTTPServerRequest(start_line=httputil.RequestStartLine("GET", "/", "HTTP/1.1"),
+                                       headers=httputil.HTTPHeaders({"Host": host}))
+        except httputil.HTTPInputError:
+            return False
+        return True
+
     async def go():
+        lean._CHECKED_HOSTS.clear()
+        statuses = {}
         with captured_logs() as records:
             async with socket_server() as (port, router, log, server):
-                good = await Raw(port).open()
-                first = await good.request("GET", "/socket.io/xhr-polling//1")
-                again = await good.request("GET", "/socket.io/xhr-polling//1")
-                good.close()
-                bad = await Raw(port).open()
-                refused = await bad.request("GET", "/socket.io/xhr-polling//1",
-                                            headers=[("Host", "bad host")])
-                bad.close()
-        assert first.startswith("HTTP/1.1 200") and again.startswith("HTTP/1.1 200")
-        assert refused.startswith("HTTP/1.1 400")
+                for host in ("127.0.0.1", "bad host", "bad host", "x" * 300):
+                    conn = await Raw(port).open()
+                    answer = await conn.request("GET", "/socket.io/xhr-polling//1",
+                                                headers=[("Host", host)])
+                    statuses.setdefault(host, []).append(int(answer.split()[1]))
+                    conn.close()
         assert not tracebacks(records)
-        assert len(log) == 2  # the refused request reached no handler
+        for host, codes in statuses.items():
+            # The same answer Tornado's own constructor gives the same Host.
+            assert set(codes) == {200 if tornado_accepts(host) else 400}, host
+        assert list(lean._CHECKED_HOSTS) == ["127.0.0.1"]  # refused and overlong ones never
     run(go())
+
+
+def nodelay_of(request):
+    stream = request.connection.stream
+    return stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_a_poll_connection_keeps_nagle_off_between_answers():
+    seen = []
+
+    class Probe(tornadio.SocketConnection):
+        def on_open(self, request, *args, **kwargs):
+            seen.append(nodelay_of(request))
+
+        def on_message(self, message):
+            pass
+
     async def go():
         probe = [(r"/probe", RequestRecorder)]
-        async with socket_server(probe) as (port, router, log, server):
+        async with socket_server(probe, connection=Probe) as (port, router, log, server):
             plain = await Raw(port).open()
-            before = await plain.request("GET", "/probe")
-            after_plain = await plain.request("GET", "/probe")
+            plain_answers = [await plain.request("GET", "/probe") for _ in range(2)]
             plain.close()
             polled = await Raw(port).open()
             sid = sid_of(await polled.request("GET", "/socket.io/xhr-polling//1"))
             await polled.request("POST", "/socket.io/xhr-polling/%s/send" % sid,
                                  form("~m~1~m~x"))
-            after_poll = await polled.request("GET", "/probe")
+            second = await polled.request("GET", "/socket.io/xhr-polling//2")
+            after_polls = [await polled.request("GET", "/probe") for _ in range(2)]
             polled.close()
-        # Tornado turns Nagle back on after every answer; a poll connection keeps it off.
-        assert before.endswith("nodelay=0") and after_plain.endswith("nodelay=0")
-        assert after_poll.endswith("nodelay=1")
+        # Tornado turns Nagle back on after every answer (so a fresh request finds it
+        # on); a poll connection keeps it off from its first poll on, as seen by
+        # the second session's on_open, until a request that is not lean.
+        assert [a.rpartition("\n")[2] for a in plain_answers] == ["nodelay=0"] * 2
+        assert second.startswith("HTTP/1.1 200")
+        assert seen == [True, True]
+        assert [a.rpartition("\n")[2] for a in after_polls] == ["nodelay=0"] * 2
     run(go())

@@ -72,6 +72,7 @@ class _HttpDate:
 
 
 _DATE = _HttpDate()
+_OK = httputil.ResponseStartLine("", 200, "OK")
 
 
 def _nodelay_stays_on(value: bool) -> None:
@@ -79,7 +80,7 @@ def _nodelay_stays_on(value: bool) -> None:
 
 
 def keep_nodelay(stream: Any) -> None:
-    """Turn Nagle's algorithm off for the rest of the connection's life.
+    """Turn Nagle's algorithm off while the connection carries lean requests.
 
     Tornado turns ``TCP_NODELAY`` on when it finishes a response and off
     again when the write is done: two ``setsockopt`` calls per response,
@@ -87,19 +88,34 @@ def keep_nodelay(stream: Any) -> None:
     answers, each one write, so Nagle has nothing to coalesce there; keeping
     it off sends every answer as promptly as the toggle does, without the
     calls. Later requests on the connection (a keep-alive connection may
-    serve any handler after a poll) keep it off too.
+    serve any handler after a poll) keep it off until one that is not lean
+    hands it back (:func:`give_back_nodelay`).
 
     :param stream: the connection's ``tornado.iostream.IOStream``; from then
         on its ``set_nodelay`` does nothing.
     """
     stream.set_nodelay(True)
     setattr(stream, "set_nodelay", _nodelay_stays_on)
-_OK = httputil.ResponseStartLine("", 200, "OK")
+
+
+def give_back_nodelay(connection: Any) -> None:
+    """Undo :func:`keep_nodelay` for a request that is not lean: Tornado's own
+    on/off switching (and any handler's ``set_nodelay``) works again.
+
+    :param connection: the request's HTTP connection; nothing happens unless
+        its stream had Nagle kept off.
+    """
+    stream = getattr(connection, "stream", None)
+    if stream is not None and "set_nodelay" in vars(stream):
+        delattr(stream, "set_nodelay")
+        stream.set_nodelay(False)
 
 
 #: Host header values Tornado has accepted, with their host names (bounded).
 _CHECKED_HOSTS: Dict[str, str] = {}
 _CHECKED_HOSTS_MAX = 64
+#: Longer Host values (a DNS name has at most 253 characters) are not kept.
+_CHECKED_HOST_LENGTH = 255
 
 
 class LeanRequest(httputil.HTTPServerRequest):
@@ -126,7 +142,8 @@ class LeanRequest(httputil.HTTPServerRequest):
         if host is None or host_name is None or "?" in start_line.path:
             super().__init__(connection=connection, server_connection=server_connection,
                              start_line=start_line, headers=headers)
-            if host is not None and host not in _CHECKED_HOSTS:
+            if host is not None and len(host) <= _CHECKED_HOST_LENGTH and \
+                    host not in _CHECKED_HOSTS:
                 if len(_CHECKED_HOSTS) >= _CHECKED_HOSTS_MAX:
                     _CHECKED_HOSTS.clear()
                 _CHECKED_HOSTS[host] = self.host_name
@@ -147,6 +164,10 @@ class LeanRequest(httputil.HTTPServerRequest):
         self.arguments = {}
         self.query_arguments = {}
         self.body_arguments = {}
+
+    def __repr__(self) -> str:
+        # Error logs print the request: the same text as for Tornado's own class.
+        return "HTTPServerRequest" + super().__repr__()[len(type(self).__name__):]
 
     def request_time(self) -> float:
         """Seconds since the request arrived (what the access log prints).
@@ -505,6 +526,13 @@ class LeanRouter(tornado.routing.Router):
 
     def find_handler(self, request: httputil.HTTPServerRequest,
                      **kwargs: Any) -> Optional[httputil.HTTPMessageDelegate]:
+        delegate = self._lean_delegate(request, kwargs)
+        if delegate is None:
+            give_back_nodelay(request.connection)
+        return delegate
+
+    def _lean_delegate(self, request: httputil.HTTPServerRequest,
+                       kwargs: Dict[str, Any]) -> Optional[httputil.HTTPMessageDelegate]:
         application = self.router.application
         if application is None:
             return None
@@ -612,6 +640,7 @@ class _FrontDelegate(httputil.HTTPMessageDelegate):
         door = self.door
         delegate = door.lean_delegate(start_line, headers, self.server_conn, self.request_conn)
         if delegate is None:
+            give_back_nodelay(self.request_conn)
             delegate = door.application.start_request(self.server_conn, self.request_conn)
         self.delegate = delegate
         return delegate.headers_received(start_line, headers)

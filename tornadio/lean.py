@@ -79,7 +79,7 @@ def _nodelay_stays_on(value: bool) -> None:
     """Stands in for ``set_nodelay`` on a stream whose Nagle switch is kept off."""
 
 
-def keep_nodelay(stream: Any) -> None:
+def keep_nodelay(connection: Any) -> None:
     """Turn Nagle's algorithm off while the connection carries lean requests.
 
     Tornado turns ``TCP_NODELAY`` on when it finishes a response and off
@@ -91,11 +91,13 @@ def keep_nodelay(stream: Any) -> None:
     serve any handler after a poll) keep it off until one that is not lean
     hands it back (:func:`give_back_nodelay`).
 
-    :param stream: the connection's ``tornado.iostream.IOStream``; from then
-        on its ``set_nodelay`` does nothing.
+    :param connection: the request's HTTP connection; from then on its
+        stream's ``set_nodelay`` does nothing (already so: nothing happens).
     """
-    stream.set_nodelay(True)
-    setattr(stream, "set_nodelay", _nodelay_stays_on)
+    stream = getattr(connection, "stream", None)
+    if stream is not None and "set_nodelay" not in vars(stream):
+        stream.set_nodelay(True)
+        setattr(stream, "set_nodelay", _nodelay_stays_on)
 
 
 def give_back_nodelay(connection: Any) -> None:
@@ -237,9 +239,7 @@ class LeanHandler:
         assert request.connection is not None
         request.connection.set_close_callback(  # type: ignore[attr-defined]
             self.on_connection_close)
-        stream = getattr(request.connection, "stream", None)
-        if stream is not None and "set_nodelay" not in vars(stream):
-            keep_nodelay(stream)
+        keep_nodelay(request.connection)
 
     # -- what RequestHandler offers ------------------------------------------------
     @property

@@ -88,7 +88,7 @@ def recorded_log():
 
 @contextlib.asynccontextmanager
 async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None,
-                 app_class=tornado.web.Application, record=True):
+                 app_class=tornado.web.Application, record=True, no_keep_alive=False):
     """A router on 127.0.0.1 with the lean path on or off; yields (port, router, log).
 
     ``record=False`` leaves the application's default ``log_request`` at work."""
@@ -100,7 +100,7 @@ async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None,
         router.learn_application(tornado.web.Application())  # a second one: lean path off
     assert (router.application is app) == lean_on
     sock, port = bind_unused_port(address="127.0.0.1")
-    http = HTTPServer(app, xheaders=xheaders)
+    http = HTTPServer(app, xheaders=xheaders, no_keep_alive=no_keep_alive)
     http.add_sockets([sock])
     try:
         yield port, router, log
@@ -246,6 +246,122 @@ def test_session_limits_and_shutdown_answers_are_the_same_on_both_paths():
         assert answers[1].startswith("HTTP/1.1 503")
         assert "Connection: close" in answers[2] and "Connection: close" in answers[3]
         assert answers[5].startswith("HTTP/1.1 401")
+    run(go())
+
+
+async def exchange(port, lines, body=b"", sock=None, read_at_once=True):
+    """One request of the given head lines on a new connection: (answer, closed after?).
+
+    ``closed`` is whether the server ended the connection after its answer
+    (read until EOF, bounded) rather than keeping it alive."""
+    if sock is None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    else:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(sock=sock), 5)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        if not read_at_once:
+            await asyncio.sleep(0.3)  # the answer waits in the server's buffers meanwhile
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        data = await asyncio.wait_for(reader.readexactly(length), 10)
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
+        except asyncio.TimeoutError:
+            closed = False
+        text = re.sub(r"Date: [^\r]*\r\n", "", head.decode("latin-1"))
+        return text, data, closed
+    finally:
+        writer.close()
+
+
+def test_keep_alive_and_connection_close_answers_are_tornados_on_the_lean_path():
+    """The lean answer is written in one piece, without Tornado's write_headers:
+    its Connection header and whether the connection stays open follow Tornado's
+    rules for every request version and Connection header, and for a server
+    with no_keep_alive, exactly as the RequestHandler path gives them."""
+    cases = [("HTTP/1.1", []), ("HTTP/1.1", ["Connection: close"]),
+             ("HTTP/1.1", ["Connection: Keep-Alive"]), ("HTTP/1.0", []),
+             ("HTTP/1.0", ["Connection: keep-alive"]), ("HTTP/1.0", ["Connection: close"])]
+
+    async def script(port, router):
+        out = []
+        for version, extra in cases:
+            host = ["Host: 127.0.0.1"]
+            first = await exchange(port, ["GET /socket.io/xhr-polling//1 " + version] + host + extra)
+            sid = sid_of(first[1].decode())
+            out.append((first[0], normalised(first[1].decode()), first[2]))
+            body = form("~m~5~m~hello").encode()
+            posted = await exchange(port, ["POST /socket.io/xhr-polling/%s/send %s" % (sid, version)]
+                                    + host + extra + ["Content-Length: %d" % len(body),
+                                                      "Content-Type: application/x-www-form-urlencoded"],
+                                    body)
+            out.append(posted)
+            polled = await exchange(port, ["GET /socket.io/xhr-polling/%s/2 %s" % (sid, version)]
+                                    + host + extra)
+            out.append(polled)
+        return out
+
+    async def go():
+        for no_keep_alive in (False, True):
+            results = {}
+            for lean_on in (True, False):
+                with captured_logs() as records:
+                    async with server(lean_on, no_keep_alive=no_keep_alive) as (port, router, log):
+                        results[lean_on] = await script(port, router)
+                        took = [took_lean for _, _, took_lean in log]
+                assert not tracebacks(records)
+                assert all(took) if lean_on else not any(took), took
+            assert results[True] == results[False]
+            closed = [closed for _, _, closed in results[True]]
+            heads = [head for head, _, _ in results[True]]
+            if no_keep_alive:
+                assert all(closed)
+                assert all("Connection: close" in head for head, (version, _) in
+                           zip(heads, [c for c in cases for _ in range(3)]) if version == "HTTP/1.1")
+            else:
+                # kept: 1.1 plain, 1.1 keep-alive, 1.0 keep-alive (with its Keep-Alive header)
+                assert closed == [False] * 3 + [True] * 3 + [False] * 3 + [True] * 3 \
+                    + [False] * 3 + [True] * 3
+                assert all("Connection: Keep-Alive" in head for head in heads[12:15])
+                assert all("Connection: close" in head for head in heads[3:6])
+    run(go())
+
+
+def test_a_large_answer_on_a_closing_connection_arrives_whole():
+    """A held poll answered with more than the socket takes at once, to a client
+    that asked the connection to close and reads late: the answer is not cut off
+    when the connection closes (it closes once the answer is out)."""
+    big = "x" * (6 << 20)
+
+    async def script(port, router):
+        conn = await Raw(port).open()
+        sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
+        conn.close()
+        router.sessions().get(sid).send(big)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 5)
+        head, data, closed = await exchange(
+            port, ["GET /socket.io/xhr-polling/%s/2 HTTP/1.1" % sid, "Host: 127.0.0.1",
+                   "Connection: close"], sock=sock, read_at_once=False)
+        return head, len(data), data.endswith(b"x" * 100), closed
+
+    async def go():
+        results = {}
+        for lean_on in (True, False):
+            with captured_logs() as records:
+                async with server(lean_on, settings=dict(SETTINGS, max_queue_bytes=64 << 20)
+                                  ) as (port, router, log):
+                    results[lean_on] = await script(port, router)
+                    took = [took_lean for _, _, took_lean in log]
+            assert not tracebacks(records)
+            assert took[-1] == lean_on
+        assert results[True] == results[False]
+        head, length, whole, closed = results[True]
+        assert "Connection: close" in head and whole and closed
+        assert length > len(big)
     run(go())
 
 

@@ -25,6 +25,7 @@ application with output transforms such as ``compress_response``), it
 declines and Tornado goes on to the ``RequestHandler`` rule behind it.
 """
 import asyncio
+import functools
 import logging
 import re
 import sys
@@ -37,6 +38,8 @@ import tornado.routing
 import tornado.web
 from tornado import httputil
 from tornado.concurrent import Future
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 
 from tornadio import polling
 from tornadio.transport import DEFAULT_HEADERS
@@ -179,15 +182,89 @@ class LeanRequest(httputil.HTTPServerRequest):
         return time.time() - self.started_at
 
 
-def _default_headers() -> httputil.HTTPHeaders:
-    """What ``RequestHandler.clear`` and the transports' ``set_default_headers`` set."""
-    headers = httputil.HTTPHeaders()
-    headers["Server"] = _SERVER
-    headers["Content-Type"] = "text/html; charset=UTF-8"
-    headers["Date"] = _DATE.now()
-    for name, value in DEFAULT_HEADERS:
-        headers[name] = value
-    return headers
+_DEFAULT_TAIL = dict(DEFAULT_HEADERS)
+
+
+def _default_headers() -> Dict[str, str]:
+    """What ``RequestHandler.clear`` and the transports' ``set_default_headers`` set,
+    in the same order."""
+    return {"Server": _SERVER, "Content-Type": "text/html; charset=UTF-8",
+            "Date": _DATE.now(), **_DEFAULT_TAIL}
+
+
+@functools.lru_cache(maxsize=64)
+def _header_name(name: str) -> str:
+    """A header name as ``HTTPHeaders`` spells it (``content-type``: ``Content-Type``)."""
+    if "\r" in name or "\n" in name or ":" in name:
+        raise ValueError("Unsafe header name %r" % name)
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+def _keeps_alive(connection: HTTP1Connection, request: httputil.HTTPServerRequest) -> bool:
+    """Whether Tornado keeps the connection open after this answer: its own rule
+    (``HTTP1Connection`` decides it from the request line and headers alone)."""
+    if connection.no_keep_alive:
+        return False
+    value = request.headers.get("Connection")
+    value = value.lower() if value is not None else None
+    if request.version == "HTTP/1.1":
+        return value != "close"
+    headers = request.headers
+    if "Content-Length" in headers or "Transfer-Encoding" in headers or \
+            request.method in ("HEAD", "GET"):  # (a bad Transfer-Encoding got a 400)
+        return value == "keep-alive"
+    return False
+
+
+def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerRequest,
+                 status: int, reason: str, headers: Dict[str, str], body: bytes
+                 ) -> "Future[None]":
+    """Write a whole answer in one stream write, then finish the request.
+
+    ``HTTP1Connection.write_headers`` spends more on a small answer than the
+    rest of a poll's Python does: per header line two conversions, a
+    concatenation, an encoding and a regular-expression search, then two
+    header lookups and a parse of ``Content-Length`` it was just given. A
+    lean answer's header values are checked when they are set, so here they
+    are joined once; the bytes are the ones Tornado writes, ``Connection``
+    header included (``close`` to an HTTP/1.1 client whose connection ends,
+    ``Keep-Alive`` to an HTTP/1.0 one that asked). The request is then
+    finished as Tornado finishes it, through ``finish()``: at once, or, when
+    the connection is to close, once the kernel has the whole answer.
+
+    :param connection: the request's connection; its request body is read.
+    :param request: the request answered.
+    :param status: the status code.
+    :param reason: the reason phrase (no CR or LF).
+    :param headers: header names and values, checked already; ``Connection``
+        may be added.
+    :param body: the whole body (its ``Content-Length`` is in ``headers``).
+    :returns: the write's future; it fails with
+        :exc:`tornado.iostream.StreamClosedError` when the client has gone.
+    """
+    version = request.version
+    if version == "HTTP/1.1":
+        if not _keeps_alive(connection, request):
+            headers["Connection"] = "close"
+    elif version == "HTTP/1.0" and \
+            request.headers.get("Connection", "").lower() == "keep-alive":
+        headers["Connection"] = "Keep-Alive"
+    stream = connection.stream
+    if stream.closed():
+        future: "Future[None]" = Future()
+        future.set_exception(StreamClosedError())
+        future.exception()
+        connection.finish()
+        return future
+    head = "HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, "".join(
+        ["%s: %s\r\n" % item for item in headers.items()]))
+    future = stream.write(head.encode("latin1") + body)
+    if future.done() or _keeps_alive(connection, request):
+        connection.finish()
+    else:
+        # Finishing closes the connection: not before the answer is out.
+        future.add_done_callback(lambda _: connection.finish())
+    return future
 
 
 def _tornados_own(application: tornado.web.Application, name: str) -> bool:
@@ -235,7 +312,7 @@ class LeanHandler:
         self.request = request
         self.extra = extra
         self.rest = rest
-        self._headers = _default_headers()
+        self._answer_headers = _default_headers()
         assert request.connection is not None
         request.connection.set_close_callback(  # type: ignore[attr-defined]
             self.on_connection_close)
@@ -252,16 +329,18 @@ class LeanHandler:
 
     def clear(self) -> None:
         """Reset headers and status, as ``RequestHandler.clear``."""
-        self._headers = _default_headers()
+        self._answer_headers = _default_headers()
         self._status_code = 200
         self._reason = "OK"
 
     def set_header(self, name: str, value: str) -> None:
         if _VALID_HEADER_VALUE.fullmatch(value) is None:
             raise ValueError("Unsafe header value %r" % value)
-        self._headers[name] = value
+        self._answer_headers[_header_name(name)] = value
 
     def set_status(self, status_code: int, reason: Optional[str] = None) -> None:
+        if reason is not None and ("\r" in reason or "\n" in reason):
+            raise ValueError("Unsafe reason phrase %r" % reason)
         self._status_code = status_code
         self._reason = reason if reason is not None else responses.get(
             status_code, "Unknown")
@@ -274,15 +353,22 @@ class LeanHandler:
         if self.answered:
             raise RuntimeError("finish() called twice")
         body = chunk.encode("utf-8") if chunk else b""
-        self._headers["Content-Length"] = str(len(body))
+        self._answer_headers["Content-Length"] = str(len(body))
         connection = self.request.connection
         assert connection is not None
         connection.set_close_callback(None)  # type: ignore[attr-defined]
         status = self._status_code
-        start_line = _OK if status == 200 and self._reason == "OK" else httputil.ResponseStartLine(
-            "", status, self._reason)
-        future = connection.write_headers(start_line, self._headers, body)
-        connection.finish()
+        if type(connection) is HTTP1Connection and self.running:
+            future = write_answer(connection, self.request, status, self._reason,
+                                  self._answer_headers, body)
+        else:
+            # Another connection class, or an answer before the body is read
+            # (Tornado then closes the connection): Tornado writes it.
+            start_line = _OK if status == 200 and self._reason == "OK" else \
+                httputil.ResponseStartLine("", status, self._reason)
+            future = connection.write_headers(
+                start_line, httputil.HTTPHeaders(self._answer_headers), body)
+            connection.finish()
         if _logs_anything(self.application, status):
             self.application.log_request(self)  # type: ignore[arg-type]
         self.on_finish()
@@ -501,16 +587,15 @@ class LeanMatcher(tornado.routing.Matcher):
         self.regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")
 
     def match(self, request: httputil.HTTPServerRequest) -> Optional[Dict[str, Any]]:
-        return self.match_path(request.path)
+        groups = self.match_groups(request.path)
+        return None if groups is None else {"groups": groups}
 
-    def match_path(self, path: str) -> Optional[Dict[str, Any]]:
-        """What :meth:`match` gives for a request of this path (no query)."""
+    def match_groups(self, path: str) -> Optional[Dict[str, Any]]:
+        """The pattern's named groups for this path (no query), or None."""
         if "%" in path or not path.isascii():
             return None
         found = self.regex.match(path)
-        if found is None:
-            return None
-        return {"groups": found.groupdict()}
+        return None if found is None else found.groupdict()
 
 
 class LeanRouter(tornado.routing.Router):
@@ -526,15 +611,22 @@ class LeanRouter(tornado.routing.Router):
 
     def find_handler(self, request: httputil.HTTPServerRequest,
                      **kwargs: Any) -> Optional[httputil.HTTPMessageDelegate]:
-        delegate = self._lean_delegate(request, kwargs)
-        if delegate is None:
+        handler = self.lean_handler(request, kwargs.get("groups"))
+        if handler is None:
             give_back_nodelay(request.connection)
-        return delegate
+            return None
+        return _Delegate(handler)
 
-    def _lean_delegate(self, request: httputil.HTTPServerRequest,
-                       kwargs: Dict[str, Any]) -> Optional[httputil.HTTPMessageDelegate]:
+    def lean_handler(self, request: httputil.HTTPServerRequest,
+                     groups: Optional[Dict[str, Any]]) -> Optional[LeanHandler]:
+        """The lean handler for a request its rule matched, or None (declined).
+
+        :param request: the request, its headers read.
+        :param groups: the named groups the rule's pattern matched.
+        :returns: a handler of the transport's lean class, not yet told its headers.
+        """
         application = self.router.application
-        if application is None:
+        if application is None or not groups:
             return None
         method = request.method
         if method == "GET":
@@ -543,17 +635,14 @@ class LeanRouter(tornado.routing.Router):
             index = 1
         else:
             return None
-        groups = kwargs.get("groups")
-        if not groups:
-            return None
         protocol = groups.get("protocol")
         if protocol not in self.transports:
             return None
         handler_class = LEAN_CLASSES[protocol][index]
         if handler_class is None:
             return None
-        return _Delegate(handler_class(application, self.router, request, groups.get("extra"),
-                                       groups.get("rest")))
+        return handler_class(application, self.router, request, groups.get("extra"),  # type: ignore[no-any-return]
+                             groups.get("rest"))
 
 
 class FrontDoor(httputil.HTTPServerConnectionDelegate):
@@ -594,19 +683,27 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
                       server_conn: object, request_conn: httputil.HTTPConnection
                       ) -> Optional[httputil.HTTPMessageDelegate]:
         """The lean delegate for this request, or None: the application routes it."""
+        handler = self.lean_handler(start_line, headers, server_conn, request_conn)
+        return None if handler is None else _Delegate(handler)
+
+    def lean_handler(self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
+                     server_conn: object, request_conn: httputil.HTTPConnection
+                     ) -> Optional[LeanHandler]:
+        """What :meth:`lean_delegate` hands the request to, without the delegate
+        around it (the front door's own delegate drives it directly)."""
         if start_line.method not in ("GET", "POST"):
             return None
         path = start_line.path.partition("?")[0]
         for router, matcher, target in self.entries:
-            params = matcher.match_path(path)
-            if params is None:
+            groups = matcher.match_groups(path)
+            if groups is None:
                 continue
             if router.application is not self.application:
                 return None  # the lean path is off for this router
             request = LeanRequest(request_conn, server_conn, start_line, headers)
             if not self._routed_to(matcher, request):
                 return None
-            return target.find_handler(request, **params)
+            return target.lean_handler(request, groups)
         return None
 
     def _routed_to(self, matcher: LeanMatcher, request: httputil.HTTPServerRequest) -> bool:
@@ -624,35 +721,51 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
 
 
 class _FrontDelegate(httputil.HTTPMessageDelegate):
-    """One request through the :class:`FrontDoor`: lean, or the application's."""
+    """One request through the :class:`FrontDoor`: a lean handler it drives
+    itself, or the application's own delegate."""
 
-    __slots__ = ("door", "server_conn", "request_conn", "delegate")
+    __slots__ = ("door", "server_conn", "request_conn", "lean", "delegate")
 
     def __init__(self, door: FrontDoor, server_conn: object,
                  request_conn: httputil.HTTPConnection) -> None:
         self.door = door
         self.server_conn = server_conn
         self.request_conn = request_conn
+        self.lean: Optional[LeanHandler] = None
         self.delegate: Optional[httputil.HTTPMessageDelegate] = None
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders
                          ) -> Optional[Awaitable[None]]:
         door = self.door
-        delegate = door.lean_delegate(start_line, headers, self.server_conn, self.request_conn)
-        if delegate is None:
-            give_back_nodelay(self.request_conn)
-            delegate = door.application.start_request(self.server_conn, self.request_conn)
-        self.delegate = delegate
+        lean = door.lean_handler(start_line, headers, self.server_conn, self.request_conn)
+        if lean is not None:
+            self.lean = lean
+            lean.headers_received()
+            return None
+        give_back_nodelay(self.request_conn)
+        delegate = self.delegate = door.application.start_request(self.server_conn,
+                                                                  self.request_conn)
         return delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
+        lean = self.lean
+        if lean is not None:
+            lean.data_received(chunk)
+            return None
         assert self.delegate is not None
         return self.delegate.data_received(chunk)
 
     def finish(self) -> None:
+        lean = self.lean
+        if lean is not None:
+            lean.run()
+            return
         assert self.delegate is not None
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
-        if self.delegate is not None:
+        lean = self.lean
+        if lean is not None:
+            lean.on_connection_close()
+        elif self.delegate is not None:
             self.delegate.on_connection_close()

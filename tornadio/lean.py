@@ -270,8 +270,8 @@ def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerReques
 def _tornados_own(application: tornado.web.Application, name: str) -> bool:
     """Whether ``application.<name>`` is Application's own method, overridden
     neither in the application's class nor on the instance."""
-    method = getattr(application, name)
-    return getattr(method, "__func__", None) is getattr(tornado.web.Application, name)
+    return name not in getattr(application, "__dict__", ()) and \
+        getattr(type(application), name, None) is getattr(tornado.web.Application, name)
 
 
 def _logs_anything(application: tornado.web.Application, status: int) -> bool:
@@ -280,9 +280,7 @@ def _logs_anything(application: tornado.web.Application, status: int) -> bool:
 
     Then the line (its redacted path, its timing) is not worth formatting.
     """
-    if not _tornados_own(application, "log_request"):
-        return True
-    if "log_function" in application.settings:
+    if "log_function" in application.settings or not _tornados_own(application, "log_request"):
         return True
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     return access_log.isEnabledFor(level)

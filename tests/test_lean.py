@@ -88,10 +88,11 @@ def recorded_log():
 
 @contextlib.asynccontextmanager
 async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None,
-                 app_class=tornado.web.Application, record=True, no_keep_alive=False):
+                 app_class=tornado.web.Application, record=True, http_options=None):
     """A router on 127.0.0.1 with the lean path on or off; yields (port, router, log).
 
-    ``record=False`` leaves the application's default ``log_request`` at work."""
+    ``record=False`` leaves the application's default ``log_request`` at work;
+    ``http_options`` go to the HTTPServer."""
     log, log_function = recorded_log()
     router = tornadio.get_router(connection or echo_connection(Events()), settings)
     app = app_class([router.route()], **({"log_function": log_function} if record else {}))
@@ -100,7 +101,7 @@ async def server(lean_on, settings=SETTINGS, xheaders=False, connection=None,
         router.learn_application(tornado.web.Application())  # a second one: lean path off
     assert (router.application is app) == lean_on
     sock, port = bind_unused_port(address="127.0.0.1")
-    http = HTTPServer(app, xheaders=xheaders, no_keep_alive=no_keep_alive)
+    http = HTTPServer(app, xheaders=xheaders, **(http_options or {}))
     http.add_sockets([sock])
     try:
         yield port, router, log
@@ -253,7 +254,7 @@ async def exchange(port, lines, body=b"", sock=None, read_at_once=True):
     """One request of the given head lines on a new connection: (answer, closed after?).
 
     ``closed`` is whether the server ended the connection after its answer
-    (read until EOF, bounded) rather than keeping it alive."""
+    rather than keeping it alive to answer the next request."""
     if sock is None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     else:
@@ -265,10 +266,13 @@ async def exchange(port, lines, body=b"", sock=None, read_at_once=True):
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
         data = await asyncio.wait_for(reader.readexactly(length), 10)
+        # Kept open or not: a further request gets an answer, or the end of the stream.
         try:
-            closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
-        except asyncio.TimeoutError:
-            closed = False
+            writer.write(b"GET /socket.io/xhr-polling/%s/9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                         % (b"0" * 32))
+            closed = await asyncio.wait_for(reader.read(1), 5) == b""
+        except ConnectionError:
+            closed = True
         text = re.sub(r"Date: [^\r]*\r\n", "", head.decode("latin-1"))
         return text, data, closed
     finally:
@@ -307,7 +311,8 @@ def test_keep_alive_and_connection_close_answers_are_tornados_on_the_lean_path()
             results = {}
             for lean_on in (True, False):
                 with captured_logs() as records:
-                    async with server(lean_on, no_keep_alive=no_keep_alive) as (port, router, log):
+                    async with server(lean_on, http_options={"no_keep_alive": no_keep_alive}
+                                      ) as (port, router, log):
                         results[lean_on] = await script(port, router)
                         took = [took_lean for _, _, took_lean in log]
                 assert not tracebacks(records)
@@ -328,40 +333,122 @@ def test_keep_alive_and_connection_close_answers_are_tornados_on_the_lean_path()
     run(go())
 
 
-def test_a_large_answer_on_a_closing_connection_arrives_whole():
-    """A held poll answered with more than the socket takes at once, to a client
-    that asked the connection to close and reads late: the answer is not cut off
-    when the connection closes (it closes once the answer is out)."""
-    big = "x" * (6 << 20)
+def more_than_the_kernel_buffers():
+    """An answer size no socket pair takes at once: three times the largest
+    send buffer TCP may grow to here (the receiver's is kept at 4 KB)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
+            largest = int(limits.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        largest = 4 << 20
+    return 3 * max(largest, 1 << 20)
+
+
+@contextlib.asynccontextmanager
+async def any_path(path, settings, http_options):
+    """A server whose polls take ``path``: "front door" (SocketServer), "routed"
+    (the lean rule behind Tornado's routing) or "handler" (RequestHandlers);
+    yields (port, router, log)."""
+    if path == "front door":
+        async with socket_server(settings=settings, http_options=http_options) as (
+                port, router, log, _):
+            yield port, router, log
+    else:
+        async with server(path == "routed", settings=settings, http_options=http_options) as (
+                port, router, log):
+            yield port, router, log
+
+
+async def slow_reader(port):
+    """A connection whose receive buffer is 4 KB, so a big answer waits in the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 5)
+    return await asyncio.wait_for(asyncio.open_connection(sock=sock), 5)
+
+
+PATHS = ("front door", "routed", "handler")
+
+
+def test_a_large_answer_read_late_arrives_whole_whether_the_connection_closes_or_stays():
+    """A held poll answered with more than the kernel takes at once, to a client
+    that reads late: the connection is neither closed (Connection: close) nor
+    timed out waiting for the next request (idle_connection_timeout, shorter
+    than the wait) before the whole answer is out, and a kept-alive connection
+    then serves the next request. The same on all three paths."""
+    size = more_than_the_kernel_buffers()
+    settings = dict(SETTINGS, max_queue_bytes=2 * size)
+
+    async def script(port, router, close):
+        conn = await Raw(port).open()
+        sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
+        conn.close()
+        router.sessions().get(sid).send("x" * size)
+        reader, writer = await slow_reader(port)
+        try:
+            head = "GET /socket.io/xhr-polling/%s/2 HTTP/1.1\r\nHost: 127.0.0.1\r\n" % sid
+            writer.write((head + ("Connection: close\r\n" if close else "") + "\r\n").encode())
+            await asyncio.sleep(1.0)  # twice the idle timeout
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(re.search(rb"Content-Length: (\d+)", answer).group(1))
+            body = await asyncio.wait_for(reader.readexactly(length), 20)
+            if close:
+                after = await asyncio.wait_for(reader.read(), 5)
+            else:
+                writer.write(head.replace("/2 ", "/3 ").encode() + b"\r\n")
+                router.sessions().get(sid).send("next")
+                after = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            return (b"Connection: close" in answer, length > size, body.endswith(b"x" * 100),
+                    after[:12])
+        finally:
+            writer.close()
+
+    async def go():
+        for close in (True, False):
+            results = {}
+            for path in PATHS:
+                with captured_logs() as records:
+                    async with any_path(path, settings, {"idle_connection_timeout": 0.5}) as (
+                            port, router, log):
+                        results[path] = await script(port, router, close)
+                        took = [took_lean for _, _, took_lean in log]
+                assert not tracebacks(records)
+                assert took[1] == (path != "handler"), (path, took)
+            assert results["front door"] == results["routed"] == results["handler"]
+            assert results["handler"] == (close, True, True, b"" if close else b"HTTP/1.1 200")
+    run(go())
+
+
+def test_a_client_that_does_not_read_gets_no_further_answers_meanwhile():
+    """Requests sent back to back on one connection by a client that reads
+    nothing: while an answer is still being written, the next request is not
+    read (as on Tornado's own path), so answers do not pile up in the server."""
+    size = more_than_the_kernel_buffers()
+    settings = dict(SETTINGS, max_queue_bytes=2 * size)
 
     async def script(port, router):
         conn = await Raw(port).open()
         sid = sid_of(await conn.request("GET", "/socket.io/xhr-polling//1"))
         conn.close()
-        router.sessions().get(sid).send(big)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 5)
-        head, data, closed = await exchange(
-            port, ["GET /socket.io/xhr-polling/%s/2 HTTP/1.1" % sid, "Host: 127.0.0.1",
-                   "Connection: close"], sock=sock, read_at_once=False)
-        return head, len(data), data.endswith(b"x" * 100), closed
+        router.sessions().get(sid).send("x" * size)
+        opened = len(router.sessions())
+        reader, writer = await slow_reader(port)
+        try:
+            requests = "GET /socket.io/xhr-polling/%s/2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % sid
+            requests += "GET /socket.io/xhr-polling//3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 5
+            writer.write(requests.encode())
+            await asyncio.sleep(0.5)
+            return len(router.sessions()) - opened
+        finally:
+            writer.close()
 
     async def go():
         results = {}
-        for lean_on in (True, False):
-            with captured_logs() as records:
-                async with server(lean_on, settings=dict(SETTINGS, max_queue_bytes=64 << 20)
-                                  ) as (port, router, log):
-                    results[lean_on] = await script(port, router)
-                    took = [took_lean for _, _, took_lean in log]
-            assert not tracebacks(records)
-            assert took[-1] == lean_on
-        assert results[True] == results[False]
-        head, length, whole, closed = results[True]
-        assert "Connection: close" in head and whole and closed
-        assert length > len(big)
+        for path in PATHS:
+            async with any_path(path, settings, None) as (port, router, log):
+                results[path] = await script(port, router)
+        assert results == {path: 0 for path in PATHS}
     run(go())
 
 
@@ -538,7 +625,7 @@ def test_the_default_access_log_gets_the_same_lines_and_is_skipped_only_when_off
 # -- the front door: SocketServer hands lean requests over without Tornado's routing --
 @contextlib.asynccontextmanager
 async def socket_server(rules_before=(), settings=SETTINGS, xheaders=False, hosts=None,
-                        connection=None):
+                        connection=None, http_options=None):
     """A SocketServer on 127.0.0.1; yields (port, router, log, server)."""
     from tornadio.server import SocketServer
 
@@ -549,7 +636,7 @@ async def socket_server(rules_before=(), settings=SETTINGS, xheaders=False, host
                                   socket_io_address="127.0.0.1", flash_policy_server=False)
     if hosts:
         app.add_handlers(hosts[0], hosts[1])
-    server = SocketServer(app, auto_start=False, xheaders=xheaders)
+    server = SocketServer(app, auto_start=False, xheaders=xheaders, **(http_options or {}))
     try:
         yield server.port, router, log, server
     finally:

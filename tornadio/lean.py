@@ -76,6 +76,11 @@ class _HttpDate:
 
 _DATE = _HttpDate()
 _OK = httputil.ResponseStartLine("", 200, "OK")
+_OK_LINE = b"HTTP/1.1 200 OK\r\n"
+#: What RequestHandler.set_status accepts as a reason phrase (else "Unknown").
+_VALID_REASON = re.compile(r"[\t\x20-\x7e\x80-\xff]+")
+#: Statuses whose answer has no body: left to Tornado's write_headers.
+_BODYLESS = frozenset((204, 304))
 
 
 def _nodelay_stays_on(value: bool) -> None:
@@ -200,20 +205,14 @@ def _header_name(name: str) -> str:
     return "-".join(word.capitalize() for word in name.split("-"))
 
 
-def _keeps_alive(connection: HTTP1Connection, request: httputil.HTTPServerRequest) -> bool:
-    """Whether Tornado keeps the connection open after this answer: its own rule
-    (``HTTP1Connection`` decides it from the request line and headers alone)."""
+def _closes_http11(connection: HTTP1Connection, request: httputil.HTTPServerRequest) -> bool:
+    """Whether Tornado ends this HTTP/1.1 connection after the answer (and so
+    says ``Connection: close``): its own rule, from the server's
+    ``no_keep_alive`` and the request's ``Connection`` header."""
     if connection.no_keep_alive:
-        return False
+        return True
     value = request.headers.get("Connection")
-    value = value.lower() if value is not None else None
-    if request.version == "HTTP/1.1":
-        return value != "close"
-    headers = request.headers
-    if "Content-Length" in headers or "Transfer-Encoding" in headers or \
-            request.method in ("HEAD", "GET"):  # (a bad Transfer-Encoding got a 400)
-        return value == "keep-alive"
-    return False
+    return value is not None and value.lower() == "close"
 
 
 def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerRequest,
@@ -229,8 +228,9 @@ def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerReques
     are joined once; the bytes are the ones Tornado writes, ``Connection``
     header included (``close`` to an HTTP/1.1 client whose connection ends,
     ``Keep-Alive`` to an HTTP/1.0 one that asked). The request is then
-    finished as Tornado finishes it, through ``finish()``: at once, or, when
-    the connection is to close, once the kernel has the whole answer.
+    finished through ``finish()`` once the kernel has the whole answer (at
+    once for a small one), as Tornado does: only then is the next request
+    read, or the connection closed when it is to close.
 
     :param connection: the request's connection; its request body is read.
     :param request: the request answered.
@@ -244,7 +244,7 @@ def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerReques
     """
     version = request.version
     if version == "HTTP/1.1":
-        if not _keeps_alive(connection, request):
+        if _closes_http11(connection, request):
             headers["Connection"] = "close"
     elif version == "HTTP/1.0" and \
             request.headers.get("Connection", "").lower() == "keep-alive":
@@ -256,13 +256,15 @@ def write_answer(connection: HTTP1Connection, request: httputil.HTTPServerReques
         future.exception()
         connection.finish()
         return future
-    head = "HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, "".join(
-        ["%s: %s\r\n" % item for item in headers.items()]))
-    future = stream.write(head.encode("latin1") + body)
-    if future.done() or _keeps_alive(connection, request):
+    status_line = _OK_LINE if status == 200 and reason == "OK" else \
+        ("HTTP/1.1 %d %s\r\n" % (status, reason)).encode("utf-8")  # as Tornado encodes it
+    head = "".join(["%s: %s\r\n" % item for item in headers.items()])
+    future = stream.write(b"%s%s\r\n%s" % (status_line, head.encode("latin1"), body))
+    if future.done():
         connection.finish()
     else:
-        # Finishing closes the connection: not before the answer is out.
+        # Tornado, too, finishes only once the answer is out: the next request
+        # is not read (nor the connection closed, nor timed out) before.
         future.add_done_callback(lambda _: connection.finish())
     return future
 
@@ -337,11 +339,14 @@ class LeanHandler:
         self._answer_headers[_header_name(name)] = value
 
     def set_status(self, status_code: int, reason: Optional[str] = None) -> None:
-        if reason is not None and ("\r" in reason or "\n" in reason):
-            raise ValueError("Unsafe reason phrase %r" % reason)
+        """As ``RequestHandler.set_status``: a reason it would refuse becomes "Unknown"."""
         self._status_code = status_code
-        self._reason = reason if reason is not None else responses.get(
-            status_code, "Unknown")
+        if reason is None:
+            self._reason = responses.get(status_code, "Unknown")
+        elif "<" in reason or _VALID_REASON.fullmatch(reason) is None:
+            self._reason = "Unknown"
+        else:
+            self._reason = reason
 
     def get_status(self) -> int:
         return self._status_code
@@ -356,12 +361,13 @@ class LeanHandler:
         assert connection is not None
         connection.set_close_callback(None)  # type: ignore[attr-defined]
         status = self._status_code
-        if type(connection) is HTTP1Connection and self.running:
+        if type(connection) is HTTP1Connection and self.running and status >= 200 and \
+                status not in _BODYLESS:
             future = write_answer(connection, self.request, status, self._reason,
                                   self._answer_headers, body)
         else:
-            # Another connection class, or an answer before the body is read
-            # (Tornado then closes the connection): Tornado writes it.
+            # Another connection class, an answer before the body is read (Tornado
+            # then closes the connection), or a status without a body: Tornado writes it.
             start_line = _OK if status == 200 and self._reason == "OK" else \
                 httputil.ResponseStartLine("", status, self._reason)
             future = connection.write_headers(
@@ -687,8 +693,11 @@ class FrontDoor(httputil.HTTPServerConnectionDelegate):
     def lean_handler(self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders,
                      server_conn: object, request_conn: httputil.HTTPConnection
                      ) -> Optional[LeanHandler]:
-        """What :meth:`lean_delegate` hands the request to, without the delegate
-        around it (the front door's own delegate drives it directly)."""
+        """The lean handler for this request, or None (the application routes it).
+
+        The front door's own delegate drives it; :meth:`lean_delegate` wraps it
+        for a server that wants a delegate.
+        """
         if start_line.method not in ("GET", "POST"):
             return None
         path = start_line.path.partition("?")[0]

@@ -75,7 +75,6 @@ class _HttpDate:
 
 
 _DATE = _HttpDate()
-_OK = httputil.ResponseStartLine("", 200, "OK")
 _OK_LINE = b"HTTP/1.1 200 OK\r\n"
 #: What RequestHandler.set_status accepts as a reason phrase (else "Unknown").
 _VALID_REASON = re.compile(r"[\t\x20-\x7e\x80-\xff]+")
@@ -368,10 +367,9 @@ class LeanHandler:
         else:
             # Another connection class, an answer before the body is read (Tornado
             # then closes the connection), or a status without a body: Tornado writes it.
-            start_line = _OK if status == 200 and self._reason == "OK" else \
-                httputil.ResponseStartLine("", status, self._reason)
             future = connection.write_headers(
-                start_line, httputil.HTTPHeaders(self._answer_headers), body)
+                httputil.ResponseStartLine("", status, self._reason),
+                httputil.HTTPHeaders(self._answer_headers), body)
             connection.finish()
         if _logs_anything(self.application, status):
             self.application.log_request(self)  # type: ignore[arg-type]

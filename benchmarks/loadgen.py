@@ -2,6 +2,8 @@
 
     python benchmarks/loadgen.py --scenario latency|echo|fanout|xhr-echo|hold \
         --contender plain|tornadio|socketio --port P [options]
+    python benchmarks/loadgen.py --scenario latency-mix \
+        --target NAME,DIALECT,PORT,PID[,PATH] --target ... [--slice S]
 
 Runs one measurement and prints JSON lines; the last one is
 ``{"result": {...}}``. ``hold`` is interactive: after opening each count of
@@ -437,6 +439,110 @@ async def run_latency(args):
     return result
 
 
+def cpu_ns(pid):
+    """Nanoseconds ``pid`` has run on a CPU (schedstat), else clock-tick CPU time."""
+    if not pid:
+        return None
+    try:
+        with open("/proc/%d/schedstat" % pid) as stat:
+            return int(stat.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        seconds = cpu_seconds(pid)
+        return None if seconds is None else int(seconds * 1e9)
+
+
+class MixTarget:
+    """One contender of an interleaved latency run, and what its slices measured."""
+
+    def __init__(self, spec):
+        fields = spec.split(",")
+        if len(fields) not in (4, 5):
+            raise SystemExit("--target wants NAME,DIALECT,PORT,PID[,PATH]: %r" % spec)
+        self.name, self.dialect = fields[0], fields[1]
+        self.port, self.pid = int(fields[2]), int(fields[3])
+        self.path = fields[4] if len(fields) == 5 else None
+        self.client = None
+        self.samples = []
+        self.seconds = 0.0
+        self.cpu_ns = 0
+        self.cpu_known = True
+
+
+async def run_latency_mix(args):
+    """One message in flight, the contenders taking turns in short slices.
+
+    A contender measured alone for seconds can fall wholly into a period where
+    the virtual machine schedules slowly while the next one does not; taking
+    turns every ``--slice`` seconds has every contender sample the same periods.
+    Each slice is a one-client ping-pong exactly as in ``latency``.
+    """
+    targets = [MixTarget(spec) for spec in args.target]
+    state = {"target": None, "sent": 0.0, "record": False, "until": 0.0, "done": None}
+    message = payload_of(args.size)
+
+    def on_message(client, text):
+        now = time.perf_counter()
+        target = state["target"]
+        if target is None or client is not target.client:
+            return
+        if state["record"]:
+            target.samples.append(now - state["sent"])
+        if now >= state["until"]:
+            state["target"] = None
+            state["done"].set_result(None)
+            return
+        state["sent"] = time.perf_counter()
+        client.send(message)
+
+    async def slice_of(target, seconds, record):
+        state.update(target=target, record=record, done=asyncio.get_running_loop().create_future())
+        cpu_before = cpu_ns(target.pid) if record else None
+        start = time.perf_counter()
+        state["until"] = start + seconds
+        state["sent"] = time.perf_counter()
+        target.client.send(message)
+        await asyncio.wait_for(state["done"], seconds + args.step_timeout)
+        if record:
+            target.seconds += time.perf_counter() - start
+            cpu_after = cpu_ns(target.pid)
+            if cpu_before is None or cpu_after is None:
+                target.cpu_known = False
+            else:
+                target.cpu_ns += cpu_after - cpu_before
+
+    for target in targets:
+        target.client = await connect(client_spec(target.dialect, "latency", target.path),
+                                      target.port, on_message)
+    slices = max(1, round(args.duration / args.slice))
+    warm = max(1, round(args.warmup / args.slice))
+    self_cpu = time.process_time()
+    wall = time.perf_counter()
+    for index in range(warm + slices):
+        shift = index % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            await slice_of(target, args.slice, index >= warm)
+    generator_util = (time.process_time() - self_cpu) / (time.perf_counter() - wall)
+    result = {"contenders": {}}
+    for target in targets:
+        target.client.close()
+        values = sorted(target.samples)
+        entry = {"round_trips": len(values), "seconds": round(target.seconds, 3),
+                 "slices": slices, "slice_s": args.slice,
+                 "msgs_per_s": round(len(values) / target.seconds, 1) if target.seconds else None,
+                 "generator_cpu_util": round(generator_util, 3)}
+        if target.cpu_known and target.seconds:
+            entry["server_cpu_util"] = round(target.cpu_ns / 1e9 / target.seconds, 3)
+            entry["server_cpu_us_per_msg"] = (round(target.cpu_ns / 1e3 / len(values), 2)
+                                              if values else None)
+        entry.update({
+            "p50_us": round(percentile(values, 0.50) * 1e6, 1) if values else None,
+            "p99_us": round(percentile(values, 0.99) * 1e6, 1) if values else None,
+            "mean_us": round(sum(values) / len(values) * 1e6, 1) if values else None,
+        })
+        result["contenders"][target.name] = entry
+    return result
+
+
 async def run_echo(args):
     """N clients, each with one message in flight."""
     count = [0]
@@ -791,15 +897,19 @@ async def run_poll_hold(args):
     }
 
 
-SCENARIOS = {"latency": run_latency, "echo": run_echo, "fanout": run_fanout,
+SCENARIOS = {"latency": run_latency, "latency-mix": run_latency_mix, "echo": run_echo, "fanout": run_fanout,
              "xhr-echo": run_xhr_echo, "hold": run_hold, "poll-hold": run_poll_hold}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
-    parser.add_argument("--contender", choices=("plain", "tornadio", "socketio"), required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--contender", choices=("plain", "tornadio", "socketio"))
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--target", action="append", default=[],
+                        help="latency-mix: NAME,DIALECT,PORT,PID[,PATH], once per contender")
+    parser.add_argument("--slice", type=float, default=0.1,
+                        help="latency-mix: seconds each contender runs before the next")
     parser.add_argument("--path", help="WebSocket path instead of the dialect's default")
     parser.add_argument("--transport", default="xhr-polling",
                         choices=("xhr-polling", "jsonp-polling"), help="xhr-echo: which one")
@@ -818,6 +928,11 @@ def main():
     parser.add_argument("--poll-timeout", type=float, default=20.0,
                         help="poll-hold: the server's xhr_polling_timeout")
     args = parser.parse_args()
+    if args.scenario == "latency-mix":
+        if not args.target:
+            parser.error("latency-mix needs --target")
+    elif args.contender is None or args.port is None:
+        parser.error("--contender and --port are required")
     if args.scenario in ("hold", "poll-hold"):
         raise_nofile(max(args.counts) + 1000)
         # The generator is not under test: its collector pausing over 20,000

@@ -11,6 +11,10 @@ Each server runs in its own process on 127.0.0.1 (benchmarks/servers.py) and
 is driven by a separate load-generator process (benchmarks/loadgen.py), one
 per measurement. Contenders of a scenario run alternately, round after round,
 and the table shows medians over the rounds with ratios against plain Tornado.
+The websocket latency scenario goes further: in each round one generator
+takes every contender in turns of 0.1 s, so that all of them sample the same
+moments of a machine whose speed drifts (``--latency-sequential``: a whole
+window each, as the other scenarios do).
 Results go to benchmarks/results/<timestamp>.json (``--output`` to change).
 
 Contenders
@@ -118,6 +122,8 @@ POLLING = {"xhr_echo": ("xhr", None), "xhr_latency": ("xhr", 1),
            "jsonp_echo": ("jsonp", None), "jsonp_latency": ("jsonp", 1)}
 
 MESSAGE_SIZE = 32
+#: Seconds each contender of the latency scenario runs before the next takes its turn.
+LATENCY_SLICE = 0.1
 PROFILE_SECONDS = 4.0
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -392,8 +398,10 @@ class Bench:
         self.job_counter[(scenario, dialect)] += 1
         name = "loadgen-%s-%s-%d" % (scenario, dialect, self.job_counter[(scenario, dialect)])
         argv = [self.python, os.path.join(BENCH_DIR, "loadgen.py"), "--scenario", scenario,
-                "--contender", dialect, "--port", str(port), "--size", str(MESSAGE_SIZE),
-                "--duration", str(self.cfg["duration"]), "--warmup", str(self.cfg["warmup"])]
+                "--size", str(MESSAGE_SIZE), "--duration", str(self.cfg["duration"]),
+                "--warmup", str(self.cfg["warmup"])]
+        if port is not None:
+            argv += ["--contender", dialect, "--port", str(port)]
         child = Child(name, argv + list(extra), self.log_dir, cpus=PINNING["load"])
         return child, (timeout or self.cfg["duration"] + self.cfg["warmup"] + 30)
 
@@ -470,6 +478,9 @@ class Bench:
             for scenario, contenders, clients in plan:
                 if not contenders:
                     continue
+                if scenario == "latency" and not self.args.latency_sequential:
+                    self.latency_interleaved(contenders, servers)
+                    continue
                 for round_index in range(self.cfg["repeats"]):
                     shift = round_index % len(contenders)
                     order = contenders[shift:] + contenders[:shift]
@@ -492,6 +503,39 @@ class Bench:
         finally:
             for server in servers.values():
                 server.stop()
+
+    def latency_interleaved(self, contenders, servers):
+        """Each round, one generator taking the contenders in turns of 0.1 s.
+
+        One contender measured alone for seconds may land wholly in a period
+        where the VM runs slowly, and the p50 ratio then measures the VM; in
+        turns, every contender samples the same periods.
+        """
+        entries = self.scenarios.setdefault("latency", {"contenders": {}})["contenders"]
+        for round_index in range(self.cfg["repeats"]):
+            shift = round_index % len(contenders)
+            order = contenders[shift:] + contenders[:shift]
+            targets = []
+            for contender in order:
+                server = servers[CONTENDERS[contender][0]]
+                spec = [contender, CONTENDERS[contender][1], str(server.port), str(server.pid)]
+                if contender in VARIANT_PATHS:
+                    spec.append(VARIANT_PATHS[contender][1])
+                targets += ["--target", ",".join(spec)]
+            self.say("latency       round %d/%d  %s, in turns ..." % (
+                round_index + 1, self.cfg["repeats"], " ".join(order)))
+            child, timeout = self.loadgen("latency-mix", "mix", None, targets + [
+                "--slice", str(LATENCY_SLICE)])
+            timeout += (self.cfg["duration"] + self.cfg["warmup"]) * (len(order) - 1)
+            try:
+                results = child.read_json(timeout)["result"]["contenders"]
+            except BenchError as exc:
+                self.error("latency", "+".join(order), exc)
+                continue
+            finally:
+                child.stop()
+            for contender in order:
+                entries.setdefault(contender, {"runs": []})["runs"].append(results[contender])
 
     def phase_profile(self, servers):
         pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(self.python), "py-spy")
@@ -1123,6 +1167,9 @@ def parse_args(argv):
     parser.add_argument("--tornado-defaults", action="store_true",
                         help="leave Nagle on (Tornado's default) instead of TCP_NODELAY on "
                              "every server's WebSockets")
+    parser.add_argument("--latency-sequential", action="store_true",
+                        help="latency: one contender after the other for a whole window "
+                             "each, instead of in turns of %g s" % LATENCY_SLICE)
     parser.add_argument("--profile", action="store_true",
                         help="py-spy TornadIO during extra echo and fan-out runs")
     parser.add_argument("--no-pin", action="store_true",

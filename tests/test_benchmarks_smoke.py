@@ -41,6 +41,11 @@ def test_smoke_run_writes_every_scenario(tmp_path):
                                                           runs[0].get("round_trips")))
             assert counted > 0, (scenario, contender, runs[0])
 
+    # The latency contenders took turns in one generator, each with its server's CPU.
+    for contender in ("plain", "tornadio-ws"):
+        run = scenarios["latency"]["contenders"][contender]["runs"][0]
+        assert run["slices"] >= 1 and run["server_cpu_us_per_msg"] is not None, run
+
     for contender in ("plain", "tornadio-ws"):
         memory = scenarios["memory"]["contenders"][contender]
         assert memory["steps"], contender

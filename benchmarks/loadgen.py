@@ -108,7 +108,8 @@ class WSClient(asyncio.Protocol):
     ``ready`` resolves when the dialect's handshake is over.
     """
 
-    __slots__ = ("transport", "buf", "upgraded", "ready", "on_message", "request", "tag")
+    __slots__ = ("transport", "buf", "upgraded", "ready", "on_message", "request", "tag",
+                 "on_lost")
 
     def __init__(self, path, port, on_message=None, tag=None):
         self.transport = None
@@ -117,6 +118,7 @@ class WSClient(asyncio.Protocol):
         self.ready = asyncio.get_running_loop().create_future()
         self.on_message = on_message
         self.tag = tag
+        self.on_lost = None  # called with the reason when the connection ends
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -132,6 +134,8 @@ class WSClient(asyncio.Protocol):
         COUNTERS["closed"] += 1
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before ready: %s" % (exc,)))
+        if self.on_lost is not None:
+            self.on_lost("connection closed: %s" % (exc or "by the server",))
 
     def data_received(self, data):
         buf = self.buf
@@ -439,16 +443,51 @@ async def run_latency(args):
     return result
 
 
-def cpu_ns(pid):
-    """Nanoseconds ``pid`` has run on a CPU (schedstat), else clock-tick CPU time."""
-    if not pid:
-        return None
-    try:
-        with open("/proc/%d/schedstat" % pid) as stat:
-            return int(stat.read().split()[0])
-    except (OSError, IndexError, ValueError):
-        seconds = cpu_seconds(pid)
+class CpuClock:
+    """Nanoseconds a process has run, all its threads: schedstat, else clock ticks.
+
+    The source is chosen once, so that no difference mixes the two.
+    """
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.precise = self._schedstat() is not None
+
+    def _schedstat(self):
+        total = 0
+        try:
+            for task in os.listdir("/proc/%d/task" % self.pid):
+                with open("/proc/%d/task/%s/schedstat" % (self.pid, task)) as stat:
+                    total += int(stat.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+        return total
+
+    def read(self):
+        if self.precise:
+            return self._schedstat()
+        seconds = cpu_seconds(self.pid)
         return None if seconds is None else int(seconds * 1e9)
+
+
+def balanced_orders(count):
+    """Orders of ``range(count)`` in which each follows every other equally often.
+
+    A Williams design: rotating one list would put every contender after the
+    same neighbour each time, and the neighbour leaves the shared CPU's caches
+    in its own state.
+    """
+    first, low, high = [0], 1, count - 1
+    while len(first) < count:
+        first.append(low)
+        low += 1
+        if len(first) < count:
+            first.append(high)
+            high -= 1
+    rows = [[(index + shift) % count for index in first] for shift in range(count)]
+    if count % 2:
+        rows += [row[::-1] for row in rows]
+    return rows
 
 
 class MixTarget:
@@ -461,11 +500,17 @@ class MixTarget:
         self.name, self.dialect = fields[0], fields[1]
         self.port, self.pid = int(fields[2]), int(fields[3])
         self.path = fields[4] if len(fields) == 5 else None
+        self.clock = CpuClock(self.pid)
         self.client = None
+        self.failure = None
         self.samples = []
-        self.seconds = 0.0
+        self.seconds = self.generator_cpu = 0.0
         self.cpu_ns = 0
         self.cpu_known = True
+
+
+#: Replies of a slice not recorded: the server's first after idling starts cold.
+SLICE_SETTLE = 3
 
 
 async def run_latency_mix(args):
@@ -474,62 +519,103 @@ async def run_latency_mix(args):
     A contender measured alone for seconds can fall wholly into a period where
     the virtual machine schedules slowly while the next one does not; taking
     turns every ``--slice`` seconds has every contender sample the same periods.
-    Each slice is a one-client ping-pong exactly as in ``latency``.
+    Each slice is a one-client ping-pong timed exactly as in ``latency``; its
+    first :data:`SLICE_SETTLE` replies only warm the server up. A contender
+    that fails is reported in ``failed`` and the others go on.
     """
     targets = [MixTarget(spec) for spec in args.target]
-    state = {"target": None, "sent": 0.0, "record": False, "until": 0.0, "done": None}
+    state = {"target": None, "sent": 0.0, "record": False, "until": 0.0, "done": None,
+             "settle": 0}
     message = payload_of(args.size)
+    loop = asyncio.get_running_loop()
+
+    def begin_measuring(target):
+        state["cpu"] = target.clock.read()
+        state["self_cpu"] = time.process_time()
+        state["start"] = time.perf_counter()
 
     def on_message(client, text):
         now = time.perf_counter()
         target = state["target"]
         if target is None or client is not target.client:
             return
-        if state["record"]:
+        if state["settle"]:
+            state["settle"] -= 1
+            if not state["settle"]:
+                state["until"] = time.perf_counter() + args.slice
+                if state["record"]:
+                    begin_measuring(target)
+        elif state["record"]:
             target.samples.append(now - state["sent"])
-        if now >= state["until"]:
+        if not state["settle"] and now >= state["until"]:
             state["target"] = None
-            state["done"].set_result(None)
+            if not state["done"].done():
+                state["done"].set_result(None)
             return
         state["sent"] = time.perf_counter()
         client.send(message)
 
-    async def slice_of(target, seconds, record):
-        state.update(target=target, record=record, done=asyncio.get_running_loop().create_future())
-        cpu_before = cpu_ns(target.pid) if record else None
-        start = time.perf_counter()
-        state["until"] = start + seconds
+    def lost(target, reason):
+        done = state["done"]
+        if state["target"] is target and done is not None and not done.done():
+            done.set_exception(ConnectionError(reason))
+
+    async def slice_of(target, record):
+        state.update(target=target, record=record, done=loop.create_future(),
+                     settle=SLICE_SETTLE, until=float("inf"))
         state["sent"] = time.perf_counter()
         target.client.send(message)
-        await asyncio.wait_for(state["done"], seconds + args.step_timeout)
+        try:
+            await asyncio.wait_for(state["done"], args.slice + args.step_timeout)
+        finally:
+            state["target"] = None
         if record:
-            target.seconds += time.perf_counter() - start
-            cpu_after = cpu_ns(target.pid)
+            target.seconds += time.perf_counter() - state["start"]
+            target.generator_cpu += time.process_time() - state["self_cpu"]
+            cpu_after, cpu_before = target.clock.read(), state["cpu"]
             if cpu_before is None or cpu_after is None:
                 target.cpu_known = False
             else:
                 target.cpu_ns += cpu_after - cpu_before
 
+    def drop(target, exc):
+        target.failure = "%s: %s" % (type(exc).__name__, exc)
+        if target.client is not None:
+            target.client.close()
+
     for target in targets:
-        target.client = await connect(client_spec(target.dialect, "latency", target.path),
-                                      target.port, on_message)
+        try:
+            target.client = await connect(client_spec(target.dialect, "latency", target.path),
+                                          target.port, on_message,
+                                          timeout=min(10.0, args.step_timeout))
+            target.client.on_lost = lambda reason, target=target: lost(target, reason)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            drop(target, exc)
     slices = max(1, round(args.duration / args.slice))
-    warm = max(1, round(args.warmup / args.slice))
-    self_cpu = time.process_time()
-    wall = time.perf_counter()
+    warm = round(args.warmup / args.slice)
+    orders = balanced_orders(len(targets))
     for index in range(warm + slices):
-        shift = index % len(targets)
-        for target in targets[shift:] + targets[:shift]:
-            await slice_of(target, args.slice, index >= warm)
-    generator_util = (time.process_time() - self_cpu) / (time.perf_counter() - wall)
-    result = {"contenders": {}}
+        for position in orders[index % len(orders)]:
+            target = targets[position]
+            if target.failure is not None:
+                continue
+            try:
+                await slice_of(target, index >= warm)
+            except (asyncio.TimeoutError, ConnectionError) as exc:
+                drop(target, exc)
+    result = {"contenders": {}, "failed": {}}
     for target in targets:
+        if target.failure is not None:
+            result["failed"][target.name] = target.failure
+            continue
         target.client.close()
         values = sorted(target.samples)
         entry = {"round_trips": len(values), "seconds": round(target.seconds, 3),
-                 "slices": slices, "slice_s": args.slice,
+                 "slices": slices, "slice_s": args.slice, "settle_replies": SLICE_SETTLE,
                  "msgs_per_s": round(len(values) / target.seconds, 1) if target.seconds else None,
-                 "generator_cpu_util": round(generator_util, 3)}
+                 "generator_cpu_util": (round(target.generator_cpu / target.seconds, 3)
+                                        if target.seconds else None),
+                 "server_cpu_source": "schedstat" if target.clock.precise else "stat"}
         if target.cpu_known and target.seconds:
             entry["server_cpu_util"] = round(target.cpu_ns / 1e9 / target.seconds, 3)
             entry["server_cpu_us_per_msg"] = (round(target.cpu_ns / 1e3 / len(values), 2)
@@ -541,7 +627,6 @@ async def run_latency_mix(args):
         })
         result["contenders"][target.name] = entry
     return result
-
 
 async def run_echo(args):
     """N clients, each with one message in flight."""

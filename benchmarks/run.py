@@ -509,7 +509,8 @@ class Bench:
 
         One contender measured alone for seconds may land wholly in a period
         where the VM runs slowly, and the p50 ratio then measures the VM; in
-        turns, every contender samples the same periods.
+        turns, every contender samples the same periods. A contender that
+        fails is an error of its own; the others' runs still count.
         """
         entries = self.scenarios.setdefault("latency", {"contenders": {}})["contenders"]
         for round_index in range(self.cfg["repeats"]):
@@ -524,18 +525,21 @@ class Bench:
                 targets += ["--target", ",".join(spec)]
             self.say("latency       round %d/%d  %s, in turns ..." % (
                 round_index + 1, self.cfg["repeats"], " ".join(order)))
+            # A stalled contender is dropped after 5 s, and the others go on.
             child, timeout = self.loadgen("latency-mix", "mix", None, targets + [
-                "--slice", str(LATENCY_SLICE)])
-            timeout += (self.cfg["duration"] + self.cfg["warmup"]) * (len(order) - 1)
+                "--slice", str(LATENCY_SLICE), "--step-timeout", "5"])
+            timeout += (self.cfg["duration"] + self.cfg["warmup"] + 15) * (len(order) - 1)
             try:
-                results = child.read_json(timeout)["result"]["contenders"]
+                result = child.read_json(timeout)["result"]
             except BenchError as exc:
                 self.error("latency", "+".join(order), exc)
                 continue
             finally:
                 child.stop()
-            for contender in order:
-                entries.setdefault(contender, {"runs": []})["runs"].append(results[contender])
+            for contender, reason in sorted(result["failed"].items()):
+                self.error("latency", contender, BenchError(reason))
+            for contender, run in result["contenders"].items():
+                entries.setdefault(contender, {"runs": []})["runs"].append(run)
 
     def phase_profile(self, servers):
         pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(self.python), "py-spy")
@@ -939,6 +943,8 @@ class Bench:
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "preset": self.args.preset, "config": self.cfg,
             "message_size": MESSAGE_SIZE,
+            "latency_method": ("sequential windows" if self.args.latency_sequential else
+                               "turns of %g s" % LATENCY_SLICE),
             "tcp_nodelay": not self.args.tornado_defaults,
             "python": platform.python_version(), "executable": self.python,
             "socketio_python": self.socketio_python,

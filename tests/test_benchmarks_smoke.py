@@ -41,10 +41,14 @@ def test_smoke_run_writes_every_scenario(tmp_path):
                                                           runs[0].get("round_trips")))
             assert counted > 0, (scenario, contender, runs[0])
 
-    # The latency contenders took turns in one generator, each with its server's CPU.
+    # The latency contenders took turns in one generator: each turn a ping-pong
+    # of its own, timed on the generator's clock, with its own server's CPU.
+    assert document["meta"]["latency_method"].startswith("turns of")
     for contender in ("plain", "tornadio-ws"):
         run = scenarios["latency"]["contenders"][contender]["runs"][0]
-        assert run["slices"] >= 1 and run["server_cpu_us_per_msg"] is not None, run
+        assert run["round_trips"] >= run["slices"], run
+        assert run["seconds"] >= 0.9 * run["slices"] * run["slice_s"], run
+        assert run["server_cpu_us_per_msg"] > 0, run
 
     for contender in ("plain", "tornadio-ws"):
         memory = scenarios["memory"]["contenders"][contender]

@@ -456,11 +456,17 @@ class CpuClock:
     def _schedstat(self):
         total = 0
         try:
-            for task in os.listdir("/proc/%d/task" % self.pid):
+            tasks = os.listdir("/proc/%d/task" % self.pid)
+        except OSError:
+            return None
+        for task in tasks:
+            try:
                 with open("/proc/%d/task/%s/schedstat" % (self.pid, task)) as stat:
                     total += int(stat.read().split()[0])
-        except (OSError, IndexError, ValueError):
-            return None
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+            except (OSError, IndexError, ValueError):
+                return None
         return total
 
     def read(self):
@@ -470,24 +476,28 @@ class CpuClock:
         return None if seconds is None else int(seconds * 1e9)
 
 
-def balanced_orders(count):
-    """Orders of ``range(count)`` in which each follows every other equally often.
+def turn_cycle(count):
+    """A cyclic order of turns for ``count`` contenders: each follows every other once.
 
-    A Williams design: rotating one list would put every contender after the
-    same neighbour each time, and the neighbour leaves the shared CPU's caches
-    in its own state.
+    An Eulerian circuit of the complete directed graph (Hierholzer), so that in
+    any ``count * (count - 1)`` consecutive turns every contender comes after
+    every other exactly once: the contenders share the server CPU, and the one
+    before leaves the caches in its own state. One fixed order, or rows of a
+    Latin square run back to back, would favour some neighbours.
     """
-    first, low, high = [0], 1, count - 1
-    while len(first) < count:
-        first.append(low)
-        low += 1
-        if len(first) < count:
-            first.append(high)
-            high -= 1
-    rows = [[(index + shift) % count for index in first] for shift in range(count)]
-    if count % 2:
-        rows += [row[::-1] for row in rows]
-    return rows
+    if count < 2:
+        return [0] * count
+    unused = {node: [other for other in range(count) if other != node][::-1]
+              for node in range(count)}
+    stack, circuit = [0], []
+    while stack:
+        node = stack[-1]
+        if unused[node]:
+            stack.append(unused[node].pop())
+        else:
+            circuit.append(stack.pop())
+    circuit.reverse()
+    return circuit[:-1]  # the circuit ends where it began
 
 
 class MixTarget:
@@ -502,7 +512,7 @@ class MixTarget:
         self.path = fields[4] if len(fields) == 5 else None
         self.clock = CpuClock(self.pid)
         self.client = None
-        self.failure = None
+        self.failure = self.lost = None
         self.samples = []
         self.seconds = self.generator_cpu = 0.0
         self.cpu_ns = 0
@@ -556,11 +566,14 @@ async def run_latency_mix(args):
         client.send(message)
 
     def lost(target, reason):
+        target.lost = reason
         done = state["done"]
         if state["target"] is target and done is not None and not done.done():
             done.set_exception(ConnectionError(reason))
 
     async def slice_of(target, record):
+        if target.lost is not None:  # closed while the others had their turns
+            raise ConnectionError(target.lost)
         state.update(target=target, record=record, done=loop.create_future(),
                      settle=SLICE_SETTLE, until=float("inf"))
         state["sent"] = time.perf_counter()
@@ -573,7 +586,8 @@ async def run_latency_mix(args):
             target.seconds += time.perf_counter() - state["start"]
             target.generator_cpu += time.process_time() - state["self_cpu"]
             cpu_after, cpu_before = target.clock.read(), state["cpu"]
-            if cpu_before is None or cpu_after is None:
+            # Negative: a thread ended during the turn and took its time along.
+            if cpu_before is None or cpu_after is None or cpu_after < cpu_before:
                 target.cpu_known = False
             else:
                 target.cpu_ns += cpu_after - cpu_before
@@ -591,18 +605,19 @@ async def run_latency_mix(args):
             target.client.on_lost = lambda reason, target=target: lost(target, reason)
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
             drop(target, exc)
-    slices = max(1, round(args.duration / args.slice))
-    warm = round(args.warmup / args.slice)
-    orders = balanced_orders(len(targets))
-    for index in range(warm + slices):
-        for position in orders[index % len(orders)]:
-            target = targets[position]
-            if target.failure is not None:
-                continue
-            try:
-                await slice_of(target, index >= warm)
-            except (asyncio.TimeoutError, ConnectionError) as exc:
-                drop(target, exc)
+    cycle = turn_cycle(len(targets))
+    per_cycle = max(1, len(targets) - 1)  # turns of each contender in one cycle
+    cycles = -(-max(1, round(args.duration / args.slice)) // per_cycle)
+    slices = cycles * per_cycle
+    warm_turns = round(args.warmup / args.slice) * len(targets)
+    for index in range(warm_turns + cycles * len(cycle)):
+        target = targets[cycle[index % len(cycle)]]
+        if target.failure is not None:
+            continue
+        try:
+            await slice_of(target, index >= warm_turns)
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            drop(target, exc)
     result = {"contenders": {}, "failed": {}}
     for target in targets:
         if target.failure is not None:

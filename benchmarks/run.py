@@ -527,7 +527,7 @@ class Bench:
                 round_index + 1, self.cfg["repeats"], " ".join(order)))
             # A stalled contender is dropped after 5 s, and the others go on.
             child, timeout = self.loadgen("latency-mix", "mix", None, targets + [
-                "--slice", str(LATENCY_SLICE), "--step-timeout", "5"])
+                "--slice", str(self.args.latency_slice), "--step-timeout", "5"])
             timeout += (self.cfg["duration"] + self.cfg["warmup"] + 15) * (len(order) - 1)
             try:
                 result = child.read_json(timeout)["result"]
@@ -944,7 +944,7 @@ class Bench:
             "preset": self.args.preset, "config": self.cfg,
             "message_size": MESSAGE_SIZE,
             "latency_method": ("sequential windows" if self.args.latency_sequential else
-                               "turns of %g s" % LATENCY_SLICE),
+                               "turns of %g s" % self.args.latency_slice),
             "tcp_nodelay": not self.args.tornado_defaults,
             "python": platform.python_version(), "executable": self.python,
             "socketio_python": self.socketio_python,
@@ -1176,6 +1176,8 @@ def parse_args(argv):
     parser.add_argument("--latency-sequential", action="store_true",
                         help="latency: one contender after the other for a whole window "
                              "each, instead of in turns of %g s" % LATENCY_SLICE)
+    parser.add_argument("--latency-slice", type=float, default=LATENCY_SLICE,
+                        help="latency: seconds of each turn (default %g)" % LATENCY_SLICE)
     parser.add_argument("--profile", action="store_true",
                         help="py-spy TornadIO during extra echo and fan-out runs")
     parser.add_argument("--no-pin", action="store_true",

@@ -643,6 +643,7 @@ async def run_latency_mix(args):
         result["contenders"][target.name] = entry
     return result
 
+
 async def run_echo(args):
     """N clients, each with one message in flight."""
     count = [0]
@@ -997,7 +998,8 @@ async def run_poll_hold(args):
     }
 
 
-SCENARIOS = {"latency": run_latency, "latency-mix": run_latency_mix, "echo": run_echo, "fanout": run_fanout,
+SCENARIOS = {"latency": run_latency, "latency-mix": run_latency_mix, "echo": run_echo,
+             "fanout": run_fanout,
              "xhr-echo": run_xhr_echo, "hold": run_hold, "poll-hold": run_poll_hold}
 
 
@@ -1031,6 +1033,8 @@ def main():
     if args.scenario == "latency-mix":
         if not args.target:
             parser.error("latency-mix needs --target")
+        if args.slice <= 0:
+            parser.error("--slice must be positive")
     elif args.contender is None or args.port is None:
         parser.error("--contender and --port are required")
     if args.scenario in ("hold", "poll-hold"):

@@ -505,7 +505,7 @@ class Bench:
                 server.stop()
 
     def latency_interleaved(self, contenders, servers):
-        """Each round, one generator taking the contenders in turns of 0.1 s.
+        """Each round, one generator taking the contenders in turns (0.1 s by default).
 
         One contender measured alone for seconds may land wholly in a period
         where the VM runs slowly, and the p50 ratio then measures the VM; in
@@ -1185,6 +1185,8 @@ def parse_args(argv):
     parser.add_argument("--output", help="JSON path (default benchmarks/results/<time>.json)")
     parser.add_argument("--json-only", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
+    if args.latency_slice <= 0:
+        parser.error("--latency-slice must be positive")
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown:

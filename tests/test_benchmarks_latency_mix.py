@@ -28,7 +28,8 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def load_loadgen():
     sys.path.insert(0, BENCH)
     try:
-        spec = importlib.util.spec_from_file_location("bench_loadgen", os.path.join(BENCH, "loadgen.py"))
+        spec = importlib.util.spec_from_file_location("bench_loadgen",
+                                                      os.path.join(BENCH, "loadgen.py"))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -179,5 +180,6 @@ def test_turns_measure_each_contender_and_name_the_failures(servers):
     # Every reply the counting server sent was its own: the first few of each
     # turn only settle it, the rest are the round trips measured.
     counted = result["contenders"]["counter"]
-    assert counter_echoed[0] == counted["round_trips"] + counted["settle_replies"] * counted["slices"]
+    settled = counted["settle_replies"] * counted["slices"]
+    assert counter_echoed[0] == counted["round_trips"] + settled
     assert not any(stub.is_alive() for stub in stubs)

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -243,6 +245,35 @@ class TestSocketServer(AsyncTestCase):
         self.app = make_app(self.log, **settings)
         self.server = SocketServer(self.app, auto_start=False)
         return self.server
+
+    @gen_test(timeout=20)
+    async def test_a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped(self):
+        # The loop does not turn while the burst arrives, as when a restarted
+        # server is busy and every client reconnects at once: what the kernel
+        # keeps waiting is the listen backlog (Tornado's default, 128, drops the
+        # SYNs of the rest, whose clients retry only 1, 3, 7... seconds later).
+        server = self.start()
+        burst = []
+        try:
+            for _ in range(600):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", server.port))
+                burst.append(sock)
+            with select.epoll() as poller:
+                for sock in burst:
+                    poller.register(sock.fileno(), select.EPOLLOUT)
+                connected, deadline = set(), time.monotonic() + 5
+                while len(connected) < len(burst) and time.monotonic() < deadline:
+                    for fd, _ in poller.poll(0.2):
+                        poller.unregister(fd)
+                        connected.add(fd)
+            refused = [s for s in burst if s.fileno() in connected and
+                       s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
+            assert len(connected) == len(burst) and not refused
+        finally:
+            for sock in burst:
+                sock.close()
 
     @gen_test(timeout=10)
     async def test_policy_on_policy_port_and_inline(self):

@@ -187,8 +187,10 @@ class SocketServer(HTTPServer):
         self._shutdown_task: Optional["asyncio.Future[None]"] = None
         self._inline_policy = bool(settings.get("flash_policy_inline", True))
 
+        # Tornado's backlog of 128 drops the SYNs of a burst of reconnecting
+        # clients (after a restart), who then retry 1, 3, 7... seconds later.
         sockets = netutil.bind_sockets(settings.get("socket_io_port", 8001),
-                                       self.address or None)
+                                       self.address or None, backlog=socket.SOMAXCONN)
         self.add_sockets(sockets)
         self.port: int = sockets[0].getsockname()[1]  # the real one, also for port 0
         try:

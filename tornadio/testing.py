@@ -40,6 +40,7 @@ import contextlib
 import ipaddress
 import json
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -52,7 +53,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import tornado.testing
 import tornado.web
 import tornado.websocket
-from tornado import httputil
+from tornado import httputil, netutil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
@@ -823,9 +824,13 @@ async def serve(app: Union[tornado.web.Application, Router], address: str = "127
             async with connect(base_url) as client: ...
     """
     application = _application(app)
-    sock, port = tornado.testing.bind_unused_port(address=address)
+    # A test opens hundreds of connections in one loop turn, before the server
+    # accepts any: with Tornado's backlog of 128 the kernel drops the rest of
+    # the SYNs, and their retries come 1, 3, 7, 15 and 31 s later.
+    sockets = netutil.bind_sockets(0, address, backlog=socket.SOMAXCONN)
+    port = sockets[0].getsockname()[1]
     server = HTTPServer(application, **server_options)
-    server.add_sockets([sock])
+    server.add_sockets(sockets)
     host = "[%s]" % address if ":" in address else address
     try:
         yield "http://%s:%d" % (host, port)

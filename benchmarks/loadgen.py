@@ -407,6 +407,16 @@ async def measured_window(args, snapshot):
     return window
 
 
+def round_trip_stats(samples):
+    """p50, p99 and mean of round-trip ``samples`` (seconds), in microseconds."""
+    values = sorted(samples)
+    if not values:
+        return {"p50_us": None, "p99_us": None, "mean_us": None}
+    return {"p50_us": round(percentile(values, 0.50) * 1e6, 1),
+            "p99_us": round(percentile(values, 0.99) * 1e6, 1),
+            "mean_us": round(sum(values) / len(values) * 1e6, 1)}
+
+
 # -- scenarios -----------------------------------------------------------------
 async def run_latency(args):
     """One client, one message in flight: round-trip times."""
@@ -433,13 +443,8 @@ async def run_latency(args):
     window.end()
     state["record"] = False
     client.close()
-    values = sorted(samples)
     result = window.report("round_trips")
-    result.update({
-        "p50_us": round(percentile(values, 0.50) * 1e6, 1) if values else None,
-        "p99_us": round(percentile(values, 0.99) * 1e6, 1) if values else None,
-        "mean_us": round(sum(values) / len(values) * 1e6, 1) if values else None,
-    })
+    result.update(round_trip_stats(samples))
     return result
 
 
@@ -635,11 +640,7 @@ async def run_latency_mix(args):
             entry["server_cpu_util"] = round(target.cpu_ns / 1e9 / target.seconds, 3)
             entry["server_cpu_us_per_msg"] = (round(target.cpu_ns / 1e3 / len(values), 2)
                                               if values else None)
-        entry.update({
-            "p50_us": round(percentile(values, 0.50) * 1e6, 1) if values else None,
-            "p99_us": round(percentile(values, 0.99) * 1e6, 1) if values else None,
-            "mean_us": round(sum(values) / len(values) * 1e6, 1) if values else None,
-        })
+        entry.update(round_trip_stats(values))
         result["contenders"][target.name] = entry
     return result
 

@@ -5,8 +5,6 @@ accepts connections but never answers, and one that stops answering mid-run:
 the live contenders are measured, each failing one is named with its reason,
 and the run still ends.
 """
-import base64
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,9 +18,10 @@ from collections import Counter
 
 import pytest
 
+from tornadio import rfc6455
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO_ROOT, "benchmarks")
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def load_loadgen():
@@ -103,8 +102,7 @@ def stub_echo(listener, answers, echoed):
         for line in iter(stream.readline, b"\r\n"):
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
-        accept = base64.b64encode(hashlib.sha1(
-            (headers["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
+        accept = rfc6455.accept_key(headers["sec-websocket-key"])
         conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
         while True:
